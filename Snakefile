@@ -1,0 +1,31 @@
+# FANG structured-pruning workflow: calibration -> context clusters -> Taylor scores -> neuron groups ->
+# sparsity allocation -> pruned checkpoints -> evaluation -> tables. See README.md for the path scheme.
+from snakemake.utils import min_version
+
+min_version("9.20")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/model.smk"
+include: "rules/calibration.smk"
+include: "rules/clustering.smk"
+include: "rules/scores.smk"
+include: "rules/groups.smk"
+include: "rules/allocation.smk"
+include: "rules/prune.smk"
+include: "rules/evaluate.smk"
+include: "rules/tables.smk"
+
+
+localrules:
+    all,
+    tables,
+
+
+rule all:
+    default_target: True
+    input:
+        TABLES,

@@ -1,0 +1,44 @@
+rule complexity:
+    input:
+        model=MODEL_DIR,
+        windows=WINDOWS,
+    output:
+        fc=COMPLEXITY,
+    log:
+        f"logs/complexity/{{model}}/{CALIB}.log",
+    benchmark:
+        f"benchmarks/complexity/{{model}}/{CALIB}.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: config["threads"]
+    resources:
+        **rule_resources("gpu"),
+    params:
+        batch_size=config["calibration"]["batch_size"],
+        dtype=lambda w: model_dtype(w.model),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/complexity.py"
+
+
+rule allocate:
+    input:
+        unpack(allocation_inputs),
+    output:
+        allocation=ALLOCATION,
+    log:
+        f"logs/allocate/{{model}}/{CALIB}/{{alloc}}/sp{{sparsity}}.log",
+    benchmark:
+        f"benchmarks/allocate/{{model}}/{CALIB}/{{alloc}}/sp{{sparsity}}.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: 1
+    resources:
+        **rule_resources("cpu"),
+    params:
+        method=lambda w: method_for_alloc(w.alloc),
+        sparsity=lambda w: float(w.sparsity),
+        k=config["clustering"]["k"],
+    script:
+        "../workflow_scripts/allocate.py"

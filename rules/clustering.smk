@@ -1,0 +1,35 @@
+rule cluster:
+    input:
+        model=MODEL_DIR,
+        windows=WINDOWS,
+    output:
+        clusters=CLUSTERS,
+    log:
+        f"logs/cluster/{{model}}/{CALIB}/{CLUS}.log",
+    benchmark:
+        f"benchmarks/cluster/{{model}}/{CALIB}/{CLUS}.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: config["threads"]
+    resources:
+        **rule_resources("gpu"),
+    params:
+        clustering=lambda w: {
+            key: config["clustering"][key]
+            for key in (
+                "k",
+                "pca_dims",
+                "kmeans",
+                "balance_jitter",
+                "n_init",
+                "max_iter",
+                "tol",
+                "max_tokens",
+            )
+        },
+        batch_size=config["calibration"]["batch_size"],
+        dtype=lambda w: model_dtype(w.model),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/cluster.py"

@@ -1,0 +1,113 @@
+import re
+
+from fangprune.config import (
+    ConfigError,
+    allocation_slug,
+    calib_slug,
+    cluster_slug,
+    data_dir,
+    group_slug,
+    score_slug,
+    sparsity_tag,
+    validate_config,
+)
+from fangprune.methods.registry import ALGORITHMS
+
+try:
+    validate_config(config)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
+
+METHODS = config["_methods_resolved"]
+MODELS = list(config["models"])
+SPARSITIES = [sparsity_tag(p) for p in config["sparsities"]]
+CALIB = calib_slug(config)
+CLUS = cluster_slug(config)
+SCORE = score_slug(config)
+GROUP = group_slug(config)
+ALLOCS = sorted({allocation_slug(m) for m in METHODS.values()})
+DATA_DIR = data_dir(config)
+RES = "results"
+
+
+def _alternatives(values):
+    return "|".join(re.escape(v) for v in values)
+
+
+wildcard_constraints:
+    model=_alternatives(MODELS),
+    method=_alternatives(METHODS),
+    sparsity=r"\d\.\d{2}",
+    calib=re.escape(CALIB),
+    clus=re.escape(CLUS),
+    score=re.escape(SCORE),
+    group=re.escape(GROUP),
+    alloc=_alternatives(ALLOCS),
+
+
+def model_dtype(model):
+    return config["models"][model].get("dtype") or config["dtype"]
+
+
+def uses_groups(method):
+    return ALGORITHMS[METHODS[method]["algorithm"]].uses_groups
+
+
+# Artifacts shared by every method and sparsity carry only the keys they depend on.
+MODEL_DIR = f"{RES}/models/{{model}}"
+WINDOWS = f"{RES}/calibration/{{model}}/{CALIB}.pt"
+CLUSTERS = f"{RES}/clusters/{{model}}/{CALIB}/{CLUS}.pt"
+COMPLEXITY = f"{RES}/complexity/{{model}}/{CALIB}.json"
+SCORES = f"{RES}/scores/{{model}}/{CALIB}/{CLUS}/{SCORE}.pt"
+GROUPS = f"{RES}/groups/{{model}}/{CALIB}/{CLUS}/{GROUP}.json"
+ALLOCATION = f"{RES}/allocation/{{model}}/{CALIB}/{{alloc}}/sp{{sparsity}}.json"
+CHECKPOINT = f"{RES}/pruned/{{model}}/{{method}}/sp{{sparsity}}"
+PPL = f"{RES}/eval/ppl/{{model}}/{{method}}/sp{{sparsity}}.json"
+PPL_DENSE = f"{RES}/eval/ppl/{{model}}/dense.json"
+TABLES = [f"{RES}/tables/metrics.csv", f"{RES}/tables/table1.md"]
+
+
+def allocation_for(wildcards):
+    return ALLOCATION.format(
+        model=wildcards.model,
+        alloc=allocation_slug(METHODS[wildcards.method]),
+        sparsity=wildcards.sparsity,
+    )
+
+
+def prune_inputs(wildcards):
+    inputs = {
+        "model": MODEL_DIR.format(model=wildcards.model),
+        "windows": WINDOWS.format(model=wildcards.model),
+        "allocation": allocation_for(wildcards),
+    }
+    if uses_groups(wildcards.method):
+        inputs["clusters"] = CLUSTERS.format(model=wildcards.model)
+        inputs["groups"] = GROUPS.format(model=wildcards.model)
+    return inputs
+
+
+def allocation_inputs(wildcards):
+    inputs = {"model": MODEL_DIR.format(model=wildcards.model)}
+    if wildcards.alloc != "uniform":
+        inputs["fc"] = COMPLEXITY.format(model=wildcards.model)
+    return inputs
+
+
+def method_for_alloc(alloc):
+    """Any method entry with this allocation slug (they share the allocation parameters)."""
+    return next(m for m in METHODS.values() if allocation_slug(m) == alloc)
+
+
+def all_metrics():
+    files = expand(PPL_DENSE, model=MODELS)
+    files += expand(PPL, model=MODELS, method=list(METHODS), sparsity=SPARSITIES)
+    return files
+
+
+def rule_resources(kind):
+    """Portable resources: GPU steps ask for one GPU when the config's device is not the CPU."""
+    gpu = 0 if config["device"] == "cpu" else 1
+    if kind == "gpu":
+        return {"mem_mb": 16000, "runtime": "2h", "gpu": gpu}
+    return {"mem_mb": 8000, "runtime": "1h"}

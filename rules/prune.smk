@@ -1,0 +1,25 @@
+rule prune:
+    input:
+        unpack(prune_inputs),
+    output:
+        checkpoint=directory(CHECKPOINT),
+    log:
+        "logs/prune/{model}/{method}/sp{sparsity}.log",
+    benchmark:
+        "benchmarks/prune/{model}/{method}/sp{sparsity}.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: config["threads"]
+    resources:
+        **rule_resources("gpu"),
+    params:
+        model=lambda w: w.model,
+        method_name=lambda w: w.method,
+        method=lambda w: METHODS[w.method],
+        sparsity=lambda w: float(w.sparsity),
+        batch_size=config["calibration"]["batch_size"],
+        dtype=lambda w: model_dtype(w.model),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/prune.py"

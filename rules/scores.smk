@@ -1,0 +1,23 @@
+rule scores:
+    input:
+        model=MODEL_DIR,
+        windows=WINDOWS,
+        clusters=CLUSTERS,
+    output:
+        scores=SCORES,
+    log:
+        f"logs/scores/{{model}}/{CALIB}/{CLUS}/{SCORE}.log",
+    benchmark:
+        f"benchmarks/scores/{{model}}/{CALIB}/{CLUS}/{SCORE}.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: config["threads"]
+    resources:
+        **rule_resources("gpu"),
+    params:
+        loss=config["clustering"]["score_loss"],
+        dtype=lambda w: model_dtype(w.model),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/scores.py"

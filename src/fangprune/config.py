@@ -1,0 +1,163 @@
+"""Configuration: schema validation with defaults, semantic checks, and the path keys (slugs) of each stage.
+
+Everything here is import-light (no torch) because the Snakefile runs it before building the DAG: a bad config
+must fail with a message naming the key before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .methods.registry import ALGORITHMS, resolve_method
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
+DATA_DIR_ENV = "FANG_DATA_DIR"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message starts with the offending key."""
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<config>"
+
+
+def _schema_check(instance: Any, schema: dict, prefix: str) -> None:
+    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        key = _key([prefix, *e.absolute_path] if prefix else e.absolute_path)
+        raise ConfigError(f"config key '{key}': {e.message}")
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate_config(config: dict, *, check_sources: bool = True) -> dict:
+    """Validate ``config`` in place (defaults filled in) and return it. Raises ConfigError naming the key."""
+    _schema_check(config, load_schema(), "")
+    k = config["clustering"]["k"]
+    resolved = {}
+    for name, params in config["methods"].items():
+        try:
+            full = resolve_method(name, params)
+        except KeyError as exc:
+            raise ConfigError(f"config key 'methods.{name}.algorithm': {exc.args[0]}") from None
+        _schema_check(full, ALGORITHMS[full["algorithm"]].json_schema(), f"methods.{name}")
+        resolved[name] = full
+        for p in config["sparsities"]:
+            hi = p + (full["fc_lambda"] * p if full["allocation"] == "fc" else 0.0)
+            cap = k / (k + 1) if ALGORITHMS[full["algorithm"]].uses_groups else 1.0
+            if hi >= cap:
+                raise ConfigError(
+                    f"config key 'sparsities' ({p}) with 'methods.{name}': a layer may reach sparsity {hi:.3f}, "
+                    f"but at most {cap:.3f} of the MLP can be removed"
+                    + (f" (the shared group of 1/(K+1) with K={k} is exempt)" if cap < 1 else "")
+                )
+    if check_sources:
+        for name, entry in config["models"].items():
+            try:
+                resolve_source(entry["source"])
+            except FileNotFoundError as exc:
+                raise ConfigError(f"config key 'models.{name}.source': {exc}") from None
+    config["_methods_resolved"] = resolved
+    return config
+
+
+def load_config(path: str | os.PathLike, *, check_sources: bool = True) -> dict:
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    return validate_config(config, check_sources=check_sources)
+
+
+def resolve_source(source: str) -> dict[str, str | None]:
+    """Classify a model source. Returns {kind: hub|dir|gguf|random, path, gguf_file}; raises FileNotFoundError
+    for a local path that does not exist. ``random:llama`` / ``random:qwen2`` is a tiny random model (tests, CI)."""
+    if source.startswith("random:"):
+        arch = source[7:]
+        if arch not in ("llama", "qwen2"):
+            raise FileNotFoundError(f"random models exist for llama and qwen2, not {arch!r}")
+        return {"kind": "random", "path": arch, "gguf_file": None}
+    if source.startswith("pkg:"):
+        pkg, _, rel = source[4:].partition("/")
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"python package {pkg!r} is not installed (source {source!r})")
+        path = Path(next(iter(spec.submodule_search_locations))) / rel
+        return resolve_source(str(path))
+    path = Path(source).expanduser()
+    looks_local = source.startswith(("/", ".", "~")) or source.endswith(".gguf") or path.exists()
+    if not looks_local:
+        if source.count("/") != 1:
+            raise FileNotFoundError(f"{source!r} is neither an existing path nor a hub id of the form org/name")
+        return {"kind": "hub", "path": source, "gguf_file": None}
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise FileNotFoundError(f"{str(path)!r} is a file but not a .gguf model")
+        return {"kind": "gguf", "path": str(path.parent.resolve()), "gguf_file": path.name}
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"directory {str(path)!r} has no config.json")
+    return {"kind": "dir", "path": str(path.resolve()), "gguf_file": None}
+
+
+def data_dir(config: dict) -> str | None:
+    """Local dataset directory: config ``data_dir``, else $FANG_DATA_DIR, else None (= the hub)."""
+    return config.get("data_dir") or os.environ.get(DATA_DIR_ENV) or None
+
+
+def calib_slug(config: dict) -> str:
+    c = config["calibration"]
+    ds = c["dataset"].replace("text:", "text-").replace("/", "_")
+    return f"{ds}-n{c['nsamples']}-l{c['seqlen']}-s{config['seed']}"
+
+
+def cluster_slug(config: dict) -> str:
+    c = config["clustering"]
+    kind = c["kmeans"] if c["kmeans"] == "kmeans" else f"balanced{c['balance_jitter']:g}"
+    sub = "" if c["max_tokens"] is None else f"-t{c['max_tokens']}"
+    return f"k{c['k']}-pca{c['pca_dims']}-{kind}{sub}"
+
+
+def score_slug(config: dict) -> str:
+    return f"taylor-{config['clustering']['score_loss']}"
+
+
+def group_slug(config: dict) -> str:
+    return f"{score_slug(config)}-{config['clustering']['grouping']}"
+
+
+def allocation_slug(method: dict) -> str:
+    if method["allocation"] == "uniform":
+        return "uniform"
+    return f"fc-lambda{method['fc_lambda']:g}" + ("" if method["fc_bound"] else "-unbounded")
+
+
+def sparsity_tag(p: float) -> str:
+    """Canonical sparsity string used in paths (two decimals)."""
+    return f"{p:.2f}"

@@ -1,0 +1,109 @@
+"""Neuron-to-Function Assignment and Shared Neuron Group Retention (SNGR).
+
+The N_n MLP channels of a layer are split into K functional groups of m = N_n / (K+1) channels and one shared
+group of m channels, using the cluster-neuron score matrix S [K, N_n] (Eq. 5):
+
+* shared group (SNGR): channels selected most often among the contexts' top-m channels (generalists);
+* functional groups: the remaining channels are assigned to contexts so that sum_k sum_{j in G_k} s_kj is
+  maximal with |G_k| = m.
+
+``method="lap"`` (paper): shared group by selection frequency (ties by total score), assignment as a linear
+assignment problem solved exactly with ``scipy.optimize.linear_sum_assignment`` (each context replicated m times).
+``method="greedy"`` (reference code, from LLaMA-MoE-v2): the shared group is built by repeated top-m voting
+(highest vote count first, ties by ascending channel index), and channels are assigned greedily by the largest
+remaining raw score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def group_size(n: int, k: int) -> int:
+    if n % (k + 1):
+        raise ValueError(f"{n} MLP channels cannot be split into K+1={k + 1} equal groups (K={k})")
+    return n // (k + 1)
+
+
+def shared_group_frequency(scores: np.ndarray, m: int) -> np.ndarray:
+    """Paper SNGR: the m channels that appear most often in the contexts' top-m lists."""
+    k, n = scores.shape
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :m]
+    freq = np.bincount(top.ravel(), minlength=n)
+    order = np.lexsort((-scores.sum(0), -freq))  # by frequency, then total score
+    return np.sort(order[:m])
+
+
+def assign_lap(scores: np.ndarray, available: np.ndarray, m: int) -> list[np.ndarray]:
+    """Assign ``available`` channels to K groups of m maximising the summed in-group scores (exact)."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = scores.shape[0]
+    if available.size != k * m:
+        raise ValueError(f"{available.size} channels cannot fill {k} groups of {m}")
+    cost = -np.repeat(scores[:, available].T, m, axis=1)  # [channels, K*m slots]
+    rows, cols = linear_sum_assignment(cost)
+    group_of = np.empty(available.size, dtype=np.int64)
+    group_of[rows] = cols // m
+    return [np.sort(available[group_of == g]) for g in range(k)]
+
+
+def shared_group_voting(scores: np.ndarray, m: int) -> np.ndarray:
+    """Reference SNGR: repeatedly vote with every context's current top-m list; take the most-voted first."""
+    k, n = scores.shape
+    alive = np.ones(n, dtype=bool)
+    shared: list[int] = []
+    order = np.argsort(-scores, axis=1, kind="stable")
+    while len(shared) < m:
+        tops = [row[alive[row]][:m] for row in order]
+        votes = np.bincount(np.concatenate(tops), minlength=n)
+        best = votes.max()
+        chosen = np.flatnonzero(votes == best)[: m - len(shared)]  # ascending index, as the reference
+        shared.extend(chosen.tolist())
+        alive[chosen] = False
+    return np.sort(np.asarray(shared, dtype=np.int64))
+
+
+def assign_greedy(scores: np.ndarray, available: np.ndarray, m: int) -> list[np.ndarray]:
+    """Reference split: repeatedly give the (context, channel) pair with the largest raw score."""
+    k = scores.shape[0]
+    free = np.zeros(scores.shape[1], dtype=bool)
+    free[available] = True
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ptr = np.zeros(k, dtype=np.int64)
+    groups: list[list[int]] = [[] for _ in range(k)]
+    for _ in range(available.size):
+        best_val, best_c, best_j = -np.inf, -1, -1
+        for c in range(k):
+            if len(groups[c]) >= m:
+                continue
+            while not free[order[c, ptr[c]]]:
+                ptr[c] += 1
+            j = order[c, ptr[c]]
+            if scores[c, j] >= best_val:  # ties go to the later context, as the reference
+                best_val, best_c, best_j = scores[c, j], c, j
+        groups[best_c].append(best_j)
+        free[best_j] = False
+    return [np.sort(np.asarray(g, dtype=np.int64)) for g in groups]
+
+
+def build_groups(scores: np.ndarray, method: str = "lap") -> dict:
+    """Split one layer's channels: returns {"shared": idx, "groups": [idx_0, ..., idx_{K-1}]}."""
+    scores = np.asarray(scores, dtype=np.float64)
+    k, n = scores.shape
+    m = group_size(n, k)
+    if method == "lap":
+        shared = shared_group_frequency(scores, m)
+    elif method == "greedy":
+        shared = shared_group_voting(scores, m)
+    else:
+        raise ValueError(f"unknown grouping method {method!r} (lap, greedy)")
+    available = np.setdiff1d(np.arange(n), shared)
+    groups = assign_lap(scores, available, m) if method == "lap" else assign_greedy(scores, available, m)
+    return {"shared": shared, "groups": groups}
+
+
+def check_partition(shared: np.ndarray, groups: list[np.ndarray], n: int) -> None:
+    allidx = np.concatenate([shared, *groups])
+    if allidx.size != n or not np.array_equal(np.sort(allidx), np.arange(n)):
+        raise AssertionError("groups do not partition the channels")

@@ -1,0 +1,145 @@
+"""Atomic artifact I/O, run logging and resource accounting shared by every step.
+
+Every artifact is written to a temporary sibling and renamed into place, so a killed job never leaves a file
+that looks complete (Snakemake's incomplete-output tracking is the second line of defence).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger("fangprune")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def setup_logging(log_file: str | os.PathLike | None = None) -> None:
+    """Send logging, warnings and tqdm (stderr) of this process to ``log_file`` (the rule's log)."""
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(log_file, "a", buffering=1)
+        sys.stderr = stream
+        sys.stdout = stream
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    logging.captureWarnings(True)
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident set size of this process and peak CUDA allocation, in MiB."""
+    out = {"max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    return out
+
+
+@contextlib.contextmanager
+def timed_step(name: str) -> Iterator[dict]:
+    """Log wall time and peak memory of a step (Snakemake's ``benchmark:`` has no GPU figures)."""
+    info: dict[str, Any] = {"step": name}
+    start = time.perf_counter()
+    log.info("start %s", name)
+    try:
+        yield info
+    finally:
+        info["wall_s"] = round(time.perf_counter() - start, 3)
+        info.update(peak_memory())
+        log.info("end %s: %s", name, json.dumps(info))
+
+
+def provenance() -> dict[str, Any]:
+    """What produced an artifact: code version and library versions."""
+    from . import __version__
+
+    info: dict[str, Any] = {"fangprune": __version__, "python": platform.python_version()}
+    for mod in ("torch", "transformers", "numpy", "sklearn", "scipy"):
+        try:
+            info[mod] = str(__import__(mod).__version__)
+        except ImportError:
+            continue
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        if sha:
+            info["git"] = sha
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return info

@@ -1,0 +1,184 @@
+"""Model loading (hub id, local directory, GGUF) and role-based access to decoder layers.
+
+Paper section "Preliminary: Pruning of Transformer": a decoder block is multi-head attention (q, k, v, o) plus a
+gated MLP (gate, up, down). Pruning removes attention heads (rows of q/k/v, columns of o) and MLP channels
+(rows of gate/up, columns of down).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import resolve_source
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def load_tokenizer(source: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    src = resolve_source(source)
+    kwargs = {"gguf_file": src["gguf_file"]} if src["gguf_file"] else {}
+    return AutoTokenizer.from_pretrained(src["path"], revision=revision, **kwargs)
+
+
+def load_model(source: str, dtype: str = "float32", revision: str | None = None) -> nn.Module:
+    """Load a causal LM on CPU in ``dtype``; GGUF weights are de-quantised."""
+    from transformers import AutoModelForCausalLM
+
+    src = resolve_source(source)
+    kwargs = {"gguf_file": src["gguf_file"]} if src["gguf_file"] else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        src["path"], revision=revision, dtype=DTYPES[dtype], low_cpu_mem_usage=True, **kwargs
+    )
+    if src["gguf_file"]:
+        # A de-quantised GGUF model is a plain model; drop the quantizer so it can be saved and pruned.
+        quantizer = getattr(model, "hf_quantizer", None)
+        if quantizer is not None:
+            quantizer.remove_quantization_config(model)
+        model.config._is_quantized = False
+    model.eval()
+    check_supported(model)
+    return model
+
+
+def check_supported(model: nn.Module) -> None:
+    mtype = getattr(model.config, "model_type", None)
+    if mtype not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"unsupported architecture {mtype!r} ({type(model).__name__}); supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return model.model.layers
+
+
+@dataclass
+class LayerRoles:
+    """The modules of one decoder block, by role."""
+
+    layer: nn.Module
+    attn: nn.Module
+    q: nn.Linear
+    k: nn.Linear
+    v: nn.Linear
+    o: nn.Linear
+    mlp: nn.Module
+    gate: nn.Linear
+    up: nn.Linear
+    down: nn.Linear
+    attn_norm: nn.Module
+    mlp_norm: nn.Module
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.attn.head_dim)
+
+    @property
+    def num_heads(self) -> int:
+        return self.q.out_features // self.head_dim
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.k.out_features // self.head_dim
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.down.in_features
+
+    def attention_params(self) -> int:
+        return sum(p.numel() for m in (self.q, self.k, self.v, self.o) for p in m.parameters())
+
+    def mlp_params(self) -> int:
+        return sum(p.numel() for m in (self.gate, self.up, self.down) for p in m.parameters())
+
+    def kv_unit_params(self) -> int:
+        """Parameters removed with one KV group (a KV head and the query heads sharing it)."""
+        if self.num_kv_heads == 0:
+            return 0
+        return self.attention_params() // self.num_kv_heads - (
+            self.o.bias.numel() // self.num_kv_heads if self.o.bias is not None else 0
+        )
+
+    def channel_params(self) -> int:
+        """Parameters removed with one MLP channel (gate row, up row, down column)."""
+        h = self.down.out_features
+        bias = sum(1 for m in (self.gate, self.up) if m.bias is not None)
+        return 3 * h + bias
+
+
+def roles(layer: nn.Module) -> LayerRoles:
+    attn, mlp = layer.self_attn, layer.mlp
+    return LayerRoles(
+        layer=layer,
+        attn=attn,
+        q=attn.q_proj,
+        k=attn.k_proj,
+        v=attn.v_proj,
+        o=attn.o_proj,
+        mlp=mlp,
+        gate=mlp.gate_proj,
+        up=mlp.up_proj,
+        down=mlp.down_proj,
+        attn_norm=layer.input_layernorm,
+        mlp_norm=layer.post_attention_layernorm,
+    )
+
+
+def block_params(model: nn.Module) -> int:
+    """Parameters of all attention and MLP projections (the pruned blocks)."""
+    total = 0
+    for layer in decoder_layers(model):
+        r = roles(layer)
+        total += r.attention_params() + r.mlp_params()
+    return total
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def prepare_model(source: str, out_dir: str | Path, dtype: str = "float32", revision: str | None = None) -> dict:
+    """Convert ``source`` into a plain local HF directory (weights + tokenizer) so later jobs load it fast.
+
+    GGUF de-quantisation takes ~30 s per load; doing it once here saves it in every downstream job.
+    """
+    out_dir = Path(out_dir)
+    original, src = source, resolve_source(source)
+    if src["kind"] == "random":
+        from .testing import SMOLLM2_GGUF, make_tiny_model
+
+        make_tiny_model(out_dir, src["path"], load_tokenizer(SMOLLM2_GGUF))
+        source = str(out_dir)
+    model = load_model(source, dtype=dtype, revision=revision)
+    tok = load_tokenizer(source, revision=revision)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return {
+        "source": original,
+        "random_init": src["kind"] == "random",
+        "revision": revision,
+        "dtype": dtype,
+        "model_type": model.config.model_type,
+        "num_layers": len(decoder_layers(model)),
+        "params": count_params(model),
+        "block_params": block_params(model),
+    }

@@ -1,0 +1,107 @@
+"""Layer-wise sequential pruning driver shared by every method.
+
+For each decoder layer l (in order): the method observes the layer's inputs on the calibration windows (which
+already passed through the pruned layers 0..l-1), decides which heads/channels go and how the rest is
+compensated, the layer is physically shrunk, and the windows advance through the pruned layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+
+from .engine import LayerwiseEngine, input_hooks
+from .models import LayerRoles, block_params, count_params, decoder_layers, roles
+
+log = logging.getLogger(__name__)
+
+
+def make_pruner(method: dict, layer_idx: int, clusters=None, groups=None):
+    algo = method["algorithm"]
+    if algo == "obc":
+        from .methods.obc import OBCPruner
+
+        return OBCPruner(method, layer_idx)
+    if algo == "o-fang":
+        from .methods.fang import OFangPruner
+
+        if clusters is None or groups is None:
+            raise ValueError("o-fang needs context clusters and neuron groups")
+        return OFangPruner(method, layer_idx, clusters=clusters, groups=groups["layers"][layer_idx])
+    raise KeyError(f"unknown algorithm {algo!r}")
+
+
+def layer_budget(r: LayerRoles, sp: float, method: dict, max_channels: int) -> tuple[int, int]:
+    """(KV groups, MLP channels) to remove from one layer at sparsity ``sp``.
+
+    ``module_balance="layer_params"``: floor(sp * #KV groups) groups go (never all), and MLP channels take the
+    rest of the layer's parameter budget sp * (attention + MLP params). ``"per_module"`` (reference): the same
+    ratio for heads (floor) and channels (floor).
+    """
+    units = r.num_kv_heads
+    n_units = min(math.floor(sp * units + 1e-9), units - 1) if method["prune_attention"] else 0
+    n = r.intermediate_size
+    if method["module_balance"] == "per_module":
+        n_channels = math.floor(sp * n + 1e-9)
+    else:
+        budget = sp * (r.attention_params() + r.mlp_params()) - n_units * r.kv_unit_params()
+        n_channels = max(0, round(budget / r.channel_params()))
+    if n_channels > max_channels:
+        raise ValueError(
+            f"sparsity {sp:.3f} needs {n_channels} of {n} MLP channels but at most {max_channels} can be removed"
+        )
+    return n_units, n_channels
+
+
+def prune_model(
+    model: nn.Module,
+    windows: torch.Tensor,
+    method: dict,
+    layer_sparsity,
+    device: torch.device,
+    batch_size: int = 1,
+    clusters=None,
+    groups=None,
+) -> dict:
+    """Prune ``model`` in place; return a per-layer report (kept units, sizes, parameter counts)."""
+    dense_params, dense_block = count_params(model), block_params(model)
+    layers = decoder_layers(model)
+    if len(layer_sparsity) != len(layers):
+        raise ValueError(f"{len(layer_sparsity)} layer sparsities for {len(layers)} layers")
+    engine = LayerwiseEngine(model, windows, device, batch_size=batch_size)
+    report = []
+    for idx, layer in engine.visit(f"prune {method['algorithm']}"):
+        r = roles(layer)
+        sp = float(layer_sparsity[idx])
+        before = r.attention_params() + r.mlp_params()
+        entry = {"layer": idx, "target_sparsity": sp}
+        if sp > 0:
+            pruner = make_pruner(method, idx, clusters, groups)
+            n_units, n_channels = layer_budget(r, sp, method, pruner.max_channels(r.intermediate_size))
+            with input_hooks(pruner.observed(r), pruner.observe):
+                engine.forward_layer(idx, keep_outputs=False)
+            entry.update(pruner.prune(r, n_units, n_channels))
+            r = roles(layer)
+        after = r.attention_params() + r.mlp_params()
+        entry.update(
+            num_heads=r.num_heads,
+            num_kv_heads=r.num_kv_heads,
+            intermediate_size=r.intermediate_size,
+            block_params=after,
+            achieved_sparsity=1 - after / before,
+        )
+        report.append(entry)
+        engine.advance(engine.forward_layer(idx))
+    model.to("cpu")
+    kept_block = block_params(model)
+    return {
+        "layers": report,
+        "params_dense": dense_params,
+        "params": count_params(model),
+        "block_params_dense": dense_block,
+        "block_params": kept_block,
+        "block_params_kept_frac": kept_block / dense_block,
+    }

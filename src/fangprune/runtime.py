@@ -1,0 +1,41 @@
+"""Process setup for a workflow step: log file, threads, seeds and device, from the rule's params."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+
+from .io import setup_logging
+from .models import pick_device
+
+log = logging.getLogger("fangprune")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def setup(log_file: str | None, threads: int = 1, seed: int = 0, device: str = "auto") -> torch.device:
+    setup_logging(log_file)
+    torch.set_num_threads(max(1, int(threads)))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    seed_everything(seed)
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # Hessians and compensation need full fp32
+        torch.backends.cudnn.allow_tf32 = False
+    log.info("device=%s threads=%d seed=%d", dev, torch.get_num_threads(), seed)
+    return dev
+
+
+def from_snakemake(smk) -> torch.device:
+    """Setup from a Snakemake ``script:`` object (params: threads via smk.threads, seed, device)."""
+    return setup(smk.log[0] if smk.log else None, smk.threads, smk.params.get("seed", 0), smk.params.get("device", "auto"))

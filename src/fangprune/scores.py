@@ -1,0 +1,91 @@
+"""Cluster-neuron score matrix (Eq. 5): for layer l, context k and MLP channel j,
+
+    s_kj = 1/|T_k| * sum_{t in T_k} | h_tj * dL/dh_tj |
+
+with h the down_proj input (the intermediate activation) and T_k the calibration tokens whose MLP input falls
+in context k. ``loss="full"`` (paper) uses the LM loss of every token; ``loss="last_token"`` reproduces the
+reference code, whose calibration targets label only the last token of each window.
+
+Memory: one window at a time; weights are frozen (no weight gradients are stored), so the backward pass needs
+only the activations autograd keeps anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .clustering import ContextClusters
+from .models import decoder_layers, roles
+
+log = logging.getLogger(__name__)
+
+
+def taylor_scores(
+    model: nn.Module,
+    windows: torch.Tensor,
+    clusters: ContextClusters,
+    device: torch.device,
+    loss: str = "full",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (scores [L, K, N_n], token counts [L, K]); scores are means over each context's tokens."""
+    if loss not in ("full", "last_token"):
+        raise ValueError(f"unknown score loss {loss!r}")
+    model.to(device)
+    layers = decoder_layers(model)
+    k = clusters.k
+    sums = [torch.zeros(k, roles(l).intermediate_size, dtype=torch.float64, device=device) for l in layers]
+    counts = torch.zeros(len(layers), k, dtype=torch.float64, device=device)
+    ids_of: dict[int, torch.Tensor] = {}
+    was_grad = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    handles = []
+
+    def on_mlp_input(idx):
+        def hook(module, args):
+            ids_of[idx] = clusters.assign(idx, args[0].detach())
+
+        return hook
+
+    def on_down_input(idx):
+        def hook(module, args):
+            h = args[0]
+
+            def on_grad(g, _h=h.detach(), _idx=idx):
+                contrib = (g.float() * _h.float()).abs().reshape(-1, _h.shape[-1])
+                cid = ids_of[_idx].reshape(-1)
+                sums[_idx].index_add_(0, cid, contrib.double())
+                counts[_idx] += torch.bincount(cid, minlength=k).double()
+
+            h.register_hook(on_grad)
+
+        return hook
+
+    def on_embeddings(module, args, out):
+        return out.requires_grad_(True)  # gradients must flow to activations while weights stay frozen
+
+    for idx, layer in enumerate(layers):
+        r = roles(layer)
+        handles.append(r.mlp.register_forward_pre_hook(on_mlp_input(idx)))
+        handles.append(r.down.register_forward_pre_hook(on_down_input(idx)))
+    handles.append(model.get_input_embeddings().register_forward_hook(on_embeddings))
+    try:
+        for i in tqdm(range(windows.shape[0]), desc="taylor scores", mininterval=5):
+            ids = windows[i : i + 1].to(device)
+            labels = ids.clone()
+            if loss == "last_token":
+                labels[:, :-1] = -100
+            out = model(input_ids=ids, labels=labels, use_cache=False)
+            out.loss.backward()
+            ids_of.clear()
+    finally:
+        for h in handles:
+            h.remove()
+        for p, g in zip(model.parameters(), was_grad):
+            p.requires_grad_(g)
+    scores = torch.stack([s / counts[i].clamp(min=1).unsqueeze(1) for i, s in enumerate(sums)])
+    return scores.float().cpu(), counts.cpu()

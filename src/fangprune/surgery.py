@@ -1,0 +1,58 @@
+"""Physical removal of attention heads and MLP channels (Eq. 1-3): the pruned model is really smaller.
+
+Heads are removed in whole KV groups (one KV head with the query heads sharing it), so GQA layers keep a
+uniform number of query heads per KV head and the attention kernels need no change.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .models import LayerRoles
+
+
+def shrink_linear(lin: nn.Linear, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Linear:
+    """A new Linear holding the rows ``out_idx`` and columns ``in_idx`` of ``lin``."""
+    w = lin.weight.data
+    if out_idx is not None:
+        w = w.index_select(0, out_idx.to(w.device))
+    if in_idx is not None:
+        w = w.index_select(1, in_idx.to(w.device))
+    new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, device=w.device, dtype=w.dtype)
+    new.weight.data.copy_(w)
+    if lin.bias is not None:
+        b = lin.bias.data if out_idx is None else lin.bias.data.index_select(0, out_idx.to(w.device))
+        new.bias.data.copy_(b)
+    return new
+
+
+def head_columns(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    return (heads.unsqueeze(1) * head_dim + torch.arange(head_dim)).reshape(-1)
+
+
+def keep_kv_groups(r: LayerRoles, kept_kv: torch.Tensor) -> None:
+    """Keep only the KV heads ``kept_kv`` (sorted) and their query heads."""
+    hd, g = r.head_dim, r.num_heads // r.num_kv_heads
+    kept_kv = kept_kv.to(torch.long).sort().values
+    kept_q = (kept_kv.unsqueeze(1) * g + torch.arange(g)).reshape(-1)
+    q_rows, kv_rows = head_columns(kept_q, hd), head_columns(kept_kv, hd)
+    attn = r.attn
+    attn.q_proj = shrink_linear(r.q, out_idx=q_rows)
+    attn.k_proj = shrink_linear(r.k, out_idx=kv_rows)
+    attn.v_proj = shrink_linear(r.v, out_idx=kv_rows)
+    attn.o_proj = shrink_linear(r.o, in_idx=q_rows)
+    for name, value in (("num_heads", kept_q.numel()), ("num_key_value_heads", kept_kv.numel())):
+        if hasattr(attn, name):  # older transformers keep these attributes; newer derive them from shapes
+            setattr(attn, name, value)
+
+
+def keep_channels(r: LayerRoles, kept: torch.Tensor) -> None:
+    """Keep only the MLP channels ``kept`` (sorted): rows of gate/up, columns of down."""
+    kept = kept.to(torch.long).sort().values
+    mlp = r.mlp
+    mlp.gate_proj = shrink_linear(r.gate, out_idx=kept)
+    mlp.up_proj = shrink_linear(r.up, out_idx=kept)
+    mlp.down_proj = shrink_linear(r.down, in_idx=kept)
+    if hasattr(mlp, "intermediate_size"):
+        mlp.intermediate_size = kept.numel()

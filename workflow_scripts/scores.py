@@ -1,0 +1,17 @@
+"""Cluster-neuron Taylor score matrices (Eq. 5)."""
+
+from fangprune import runtime
+from fangprune.clustering import ContextClusters
+from fangprune.io import load_torch, provenance, save_torch, timed_step
+from fangprune.models import load_model
+from fangprune.scores import taylor_scores
+
+smk = snakemake  # noqa: F821 - injected by Snakemake
+p = smk.params
+device = runtime.from_snakemake(smk)
+with timed_step("scores"):
+    calib = load_torch(smk.input.windows)
+    clusters = ContextClusters.from_state_dict(load_torch(smk.input.clusters))
+    model = load_model(smk.input.model, dtype=p.dtype)
+    scores, counts = taylor_scores(model, calib["input_ids"], clusters, device, loss=p.loss)
+    save_torch(smk.output.scores, {"scores": scores, "counts": counts, "loss": p.loss, "provenance": provenance()})
