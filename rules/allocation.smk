@@ -37,8 +37,7 @@ rule allocate:
     resources:
         **rule_resources("cpu"),
     params:
-        method=lambda w: method_for_alloc(w.alloc),
+        method=lambda w: allocation_params(w.alloc),
         sparsity=lambda w: float(w.sparsity),
-        k=config["clustering"]["k"],
     script:
         "../workflow_scripts/allocate.py"

@@ -94,9 +94,14 @@ def allocation_inputs(wildcards):
     return inputs
 
 
-def method_for_alloc(alloc):
-    """Any method entry with this allocation slug (they share the allocation parameters)."""
-    return next(m for m in METHODS.values() if allocation_slug(m) == alloc)
+def allocation_params(alloc):
+    """The allocation parameters behind an allocation slug (only these, so adding a method reruns nothing)."""
+    method = next(m for m in METHODS.values() if allocation_slug(m) == alloc)
+    return {
+        key: method[key]
+        for key in ("allocation", "fc_lambda", "fc_bound")
+        if key in method
+    }
 
 
 def all_metrics():

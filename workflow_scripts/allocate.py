@@ -14,6 +14,7 @@ with timed_step("allocate"):
         fc = np.asarray(read_json(smk.input.fc)["fc"])
     else:  # uniform allocation needs only the layer count
         fc = np.zeros(read_json(f"{smk.input.model}/fangprune_model.json")["num_layers"])
-    sp = allocate(p.method, p.sparsity, fc, p.k)
+    # group capacity (shared group exempt) is checked per method when pruning and, before any job, by the config
+    sp = allocate(p.method, p.sparsity, fc, k=None)
     write_json(smk.output.allocation, {"sparsity": p.sparsity, "allocation": p.method["allocation"],
                                        "layer_sparsity": sp.tolist(), "mean": float(sp.mean())})

@@ -1,9 +1,10 @@
 """Collect every evaluation into results/tables/metrics.csv and the Table 1 shaped Markdown."""
 
-from fangprune.io import atomic_path, load_torch, read_json
+from fangprune.io import atomic_path, load_torch, read_json, setup_logging
 from fangprune.tables import table1_markdown, write_metrics_csv
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
+setup_logging(smk.log[0])
 rows, sources, dense_block = [], set(), {}
 evals = [read_json(f) for f in smk.input.metrics]
 for e in evals:
@@ -21,3 +22,4 @@ calibration = {load_torch(f)["source"] for f in smk.input.windows}
 notes = sorted(sources) + [f"Calibration: {c}" for c in sorted(calibration)]
 with atomic_path(smk.output.md) as tmp:
     tmp.write_text(table1_markdown(rows, notes))
+print(f"wrote {len(rows)} metric rows from {len(evals)} evaluations")

@@ -67,10 +67,12 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
             full = resolve_method(name, params)
         except KeyError as exc:
             raise ConfigError(f"config key 'methods.{name}.algorithm': {exc.args[0]}") from None
+        except ValueError as exc:
+            raise ConfigError(f"config key 'methods.{name}.remove_heads': {exc}") from None
         _schema_check(full, ALGORITHMS[full["algorithm"]].json_schema(), f"methods.{name}")
         resolved[name] = full
         for p in config["sparsities"]:
-            hi = p + (full["fc_lambda"] * p if full["allocation"] == "fc" else 0.0)
+            hi = p + (full.get("fc_lambda", 0.0) * p if full["allocation"] == "fc" else 0.0)
             cap = k / (k + 1) if ALGORITHMS[full["algorithm"]].uses_groups else 1.0
             if hi >= cap:
                 raise ConfigError(

@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 def make_pruner(method: dict, layer_idx: int, clusters=None, groups=None):
     algo = method["algorithm"]
+    if algo in ("wanda-sp", "mag-sp"):
+        from .methods.baselines import MagnitudeSPPruner, WandaSPPruner
+
+        return (WandaSPPruner if algo == "wanda-sp" else MagnitudeSPPruner)(method, layer_idx)
     if algo == "obc":
         from .methods.obc import OBCPruner
 
@@ -72,6 +76,11 @@ def prune_model(
     if len(layer_sparsity) != len(layers):
         raise ValueError(f"{len(layer_sparsity)} layer sparsities for {len(layers)} layers")
     engine = LayerwiseEngine(model, windows, device, batch_size=batch_size)
+    if method["algorithm"] in ("flap", "f-fang"):
+        from .methods.flap import fluctuation_prune
+
+        p = float(sum(layer_sparsity) / len(layer_sparsity))
+        return fluctuation_prune(model, engine, method, p, layer_sparsity, clusters, groups)
     report = []
     for idx, layer in engine.visit(f"prune {method['algorithm']}"):
         r = roles(layer)
@@ -81,8 +90,10 @@ def prune_model(
         if sp > 0:
             pruner = make_pruner(method, idx, clusters, groups)
             n_units, n_channels = layer_budget(r, sp, method, pruner.max_channels(r.intermediate_size))
-            with input_hooks(pruner.observed(r), pruner.observe):
-                engine.forward_layer(idx, keep_outputs=False)
+            observed = pruner.observed(r)
+            if observed:
+                with input_hooks(observed, pruner.observe):
+                    engine.forward_layer(idx, keep_outputs=False)
             entry.update(pruner.prune(r, n_units, n_channels))
             r = roles(layer)
         after = r.attention_params() + r.mlp_params()

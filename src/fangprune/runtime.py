@@ -39,3 +39,14 @@ def setup(log_file: str | None, threads: int = 1, seed: int = 0, device: str = "
 def from_snakemake(smk) -> torch.device:
     """Setup from a Snakemake ``script:`` object (params: threads via smk.threads, seed, device)."""
     return setup(smk.log[0] if smk.log else None, smk.threads, smk.params.get("seed", 0), smk.params.get("device", "auto"))
+
+
+def dense_engine(model_dir: str, windows_path: str, dtype: str, device: torch.device, batch_size: int = 1):
+    """Load the dense model and the calibration windows into a LayerwiseEngine; return (engine, calibration)."""
+    from .engine import LayerwiseEngine
+    from .io import load_torch
+    from .models import load_model
+
+    calib = load_torch(windows_path)
+    model = load_model(model_dir, dtype=dtype)
+    return LayerwiseEngine(model, calib["input_ids"], device, batch_size=batch_size), calib

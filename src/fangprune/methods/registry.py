@@ -78,6 +78,62 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             "tau": {"type": "number", "exclusiveMinimum": 0, "description": "Softmax temperature of alpha (Eq. 6)."},
         },
     ),
+    "flap": AlgorithmSpec(
+        name="flap",
+        summary="FLAP: fluctuation metric, adaptive structure, bias compensation (Eq. 12-13).",
+        uses_groups=False,
+        defaults={
+            "allocation": "uniform",
+            "prune_attention": True,
+            "module_balance": "layer_params",
+            "metric": "WIFV",
+            "structure": "AL-AM",
+            "remove_heads": -1,
+            "bias_compensation": True,
+        },
+        schema={
+            "allocation": {"const": "uniform", "description": "FLAP's structures decide the layer-wise ratios."},
+            "metric": {"enum": ["IFV", "WIFV", "WIFN"]},
+            "structure": {"enum": ["UL-UM", "UL-MM", "AL-MM", "AL-AM"]},
+            "remove_heads": {
+                "type": "integer",
+                "minimum": -1,
+                "description": "KV groups removed in total for UL-MM / AL-MM (-1: not used).",
+            },
+            "bias_compensation": {"type": "boolean"},
+        },
+    ),
+    "f-fang": AlgorithmSpec(
+        name="f-fang",
+        summary="F-FANG: FLAP's fluctuation per functional group with token weights alpha (Eq. 15).",
+        uses_groups=True,
+        defaults={
+            "allocation": "fc",
+            "fc_lambda": 0.5,
+            "fc_bound": True,
+            "prune_attention": True,
+            "metric": "WIFV",
+            "tau": 9.0,
+            "bias_compensation": True,
+        },
+        schema={
+            "metric": {"enum": ["IFV", "WIFV", "WIFN"]},
+            "tau": {"type": "number", "exclusiveMinimum": 0},
+            "bias_compensation": {"type": "boolean"},
+        },
+    ),
+    "wanda-sp": AlgorithmSpec(
+        name="wanda-sp",
+        summary="Structured Wanda: mean |W| x input norm per channel, uniform, sequential.",
+        uses_groups=False,
+        defaults={"allocation": "uniform", "prune_attention": True, "module_balance": "layer_params"},
+    ),
+    "mag-sp": AlgorithmSpec(
+        name="mag-sp",
+        summary="Structured magnitude: column norm per channel, uniform.",
+        uses_groups=False,
+        defaults={"allocation": "uniform", "prune_attention": True, "module_balance": "layer_params"},
+    ),
 }
 
 
@@ -90,4 +146,6 @@ def resolve_method(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     spec = ALGORITHMS[algo]
     out = {"algorithm": algo, **spec.defaults}
     out.update(params)
+    if out.get("structure") in ("UL-MM", "AL-MM") and out.get("remove_heads", -1) < 0:
+        raise ValueError(f"structure {out['structure']} needs 'remove_heads' >= 0 (KV groups removed in total)")
     return out

@@ -1,0 +1,58 @@
+"""Structured baselines of the FLAP paper, run in the sequential layer-wise driver without compensation.
+
+* wanda-sp: channel score mean_i |W_ij| * ||x_j||_2 (Wanda, structured), heads pooled per KV group;
+* mag-sp: channel score ||W[:, j]||_2 (no calibration data).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import LayerRoles
+from ..surgery import keep_channels, keep_kv_groups
+from .flap import _keep_from_pruned, _lowest, unit_scores
+
+
+class _ChannelScorePruner:
+    def __init__(self, params: dict, layer_idx: int, **_artifacts):
+        self.params = params
+        self.layer_idx = layer_idx
+        self.sq = {}
+
+    def max_channels(self, n: int) -> int:
+        return n - 1
+
+    def observed(self, r: LayerRoles) -> dict:
+        return {}
+
+    def observe(self, name: str, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        self.sq[name] = self.sq.get(name, 0) + (x * x).sum(0)
+
+    def score(self, name: str, W: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def prune(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
+        out = {}
+        if n_units:
+            kept = _keep_from_pruned(r.num_kv_heads, _lowest(unit_scores(self.score("o", r.o.weight.data), r), n_units))
+            keep_kv_groups(r, kept)
+            out["kept_kv_heads"] = kept.tolist()
+        kept = _keep_from_pruned(r.intermediate_size, _lowest(self.score("down", r.down.weight.data), n_channels))
+        if n_channels:
+            keep_channels(r, kept)
+        out["kept_channels"] = kept.tolist()
+        return out
+
+
+class WandaSPPruner(_ChannelScorePruner):
+    def observed(self, r: LayerRoles) -> dict:
+        return {"o": r.o, "down": r.down}
+
+    def score(self, name, W):
+        return W.double().abs().mean(0) * torch.sqrt(self.sq[name].to(W.device))
+
+
+class MagnitudeSPPruner(_ChannelScorePruner):
+    def score(self, name, W):
+        return torch.linalg.vector_norm(W.double(), dim=0)

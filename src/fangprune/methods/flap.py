@@ -1,0 +1,321 @@
+"""FLAP (fluctuation-based adaptive structured pruning, Eq. 12-13) and F-FANG (Eq. 15).
+
+Both score the input channels of o_proj and down_proj on the dense model in one layer-wise pass:
+
+* IFV_j  = Var_t(x_tj)                                  (input feature variance, the "fluctuation")
+* WIFV_j = IFV_j * ||W[:, j]||^2                        (weighted by the squared column norm)
+* WIFN_j = mean_i |W_ij| * sqrt(sum_t x_tj^2 / n_windows) (Wanda-like weighted input norm)
+
+Attention channel metrics are squared (reference) and pooled per head unit (a KV group: the KV head and the
+query heads that share it). Structures decide how many units and channels each layer loses:
+
+* UL-UM: per-layer budget, uniform across layers (``module_balance`` splits it between heads and channels);
+* UL-MM: ``remove_heads`` KV groups in total, spread evenly; channels take the rest of each layer's budget;
+* AL-MM: ``remove_heads`` KV groups chosen globally by standardised score; channels by a global threshold;
+* AL-AM: standardised head and channel scores compete globally, each weighted by its parameter count, so the
+  kept fraction of block parameters is 1 - p.
+
+Bias compensation (Eq. 13) replaces pruned channels by their mean contribution: b += W[:, pruned] x_mean[pruned],
+added as a bias of o_proj / down_proj.
+
+F-FANG computes the fluctuation of each functional group's channels with token weights alpha_k (Eq. 15, the same
+alpha as O-FANG), prunes the K groups independently within each layer's budget (shared group exempt), and applies
+one unified bias compensation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+
+from ..engine import input_hooks
+from ..models import LayerRoles, block_params, count_params, roles
+from ..reweighting import alpha_weights
+from ..surgery import keep_channels, keep_kv_groups
+
+log = logging.getLogger(__name__)
+
+METRICS = ("IFV", "WIFV", "WIFN")
+STRUCTURES = ("UL-UM", "UL-MM", "AL-MM", "AL-AM")
+
+
+class Moments:
+    """Running (optionally weighted) per-channel sums: sum w, sum w x, sum w x^2, plus unweighted sum x^2."""
+
+    def __init__(self):
+        self.w = self.wx = self.wxx = self.xx = None
+        self.windows = 0
+
+    def add(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        w = torch.ones_like(x) if weight is None else weight.reshape(x.shape).double()
+        vals = (w.sum(0), (w * x).sum(0), (w * x * x).sum(0), (x * x).sum(0))
+        if self.w is None:
+            self.w, self.wx, self.wxx, self.xx = vals
+        else:
+            self.w, self.wx, self.wxx, self.xx = (a + b for a, b in zip((self.w, self.wx, self.wxx, self.xx), vals))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.wx / self.w
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Weighted variance with the unbiased (n-1) correction in the unweighted case."""
+        var = self.wxx / self.w - self.mean**2
+        n = self.w  # the token count for unit weights (and for T * alpha weights)
+        return (var * n / (n - 1).clamp(min=1)).clamp(min=0)
+
+
+def channel_metric(metric: str, W: torch.Tensor, stats: Moments, variance: torch.Tensor | None = None) -> torch.Tensor:
+    """IFV / WIFV / WIFN of every input channel of W [out, in] (Eq. 12)."""
+    W = W.double()
+    var = stats.variance if variance is None else variance
+    if metric == "IFV":
+        return var
+    if metric == "WIFV":
+        return var * (W**2).sum(0)
+    if metric == "WIFN":
+        return W.abs().mean(0) * torch.sqrt(stats.xx / max(stats.windows, 1))
+    raise ValueError(f"unknown FLAP metric {metric!r} ({', '.join(METRICS)})")
+
+
+def unit_scores(channel: torch.Tensor, r: LayerRoles, reduce: str = "sum") -> torch.Tensor:
+    """Pool o_proj channel scores over each KV group's query-head channels."""
+    per_unit = channel.reshape(r.num_kv_heads, -1)
+    return per_unit.sum(1) if reduce == "sum" else per_unit.mean(1)
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean()) / x.std().clamp(min=1e-12)
+
+
+def bias_compensate(lin: nn.Linear, kept: torch.Tensor, mean: torch.Tensor) -> None:
+    """Eq. 13: b += W[:, pruned] mean[pruned], so removed channels contribute their mean output."""
+    pruned = torch.ones(lin.in_features, dtype=torch.bool)
+    pruned[kept] = False
+    if not pruned.any():
+        return
+    W = lin.weight.data
+    b = W[:, pruned.to(W.device)].double() @ mean.cpu()[pruned].to(W.device)
+    if lin.bias is None:
+        lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=W.dtype, device=W.device))
+    lin.bias.data += b.to(W.dtype)
+
+
+class _LayerStats:
+    def __init__(self):
+        self.o = Moments()
+        self.down = Moments()
+        self.grouped: Moments | None = None
+
+
+def collect_statistics(engine, f_fang: dict | None = None) -> list[_LayerStats]:
+    """One dense layer-wise pass: moments of the o_proj / down_proj inputs (and alpha-weighted group moments)."""
+    stats = []
+    for idx, layer in engine.visit("fluctuation statistics"):
+        r = roles(layer)
+        st = _LayerStats()
+        ctx: dict = {}
+        if f_fang is not None:
+            st.grouped = Moments()
+            group_of = torch.full((r.intermediate_size,), -1, dtype=torch.long)
+            for g, members in enumerate(f_fang["groups"]["layers"][idx]["groups"]):
+                group_of[torch.as_tensor(members)] = g
+            ctx["group_of"] = group_of
+
+        def observe(name, x, _st=st, _idx=idx):
+            if name == "o":
+                _st.o.add(x)
+            elif name == "mlp":
+                ctx["ids"] = f_fang["clusters"].assign(_idx, x)
+            else:
+                _st.down.add(x)
+                if _st.grouped is not None:
+                    _add_grouped(_st.grouped, x, ctx["ids"], ctx["group_of"], f_fang["tau"])
+
+        modules = {"o": r.o, "down": r.down}
+        if f_fang is not None:
+            modules["mlp"] = r.mlp
+        with input_hooks(modules, observe):
+            outs = engine.forward_layer(idx)
+        for m in (st.o, st.down, st.grouped):
+            if m is not None:
+                m.windows = engine.num_samples
+        stats.append(st)
+        engine.advance(outs)
+    return stats
+
+
+def _add_grouped(acc: Moments, x: torch.Tensor, ids: torch.Tensor, group_of: torch.Tensor, tau: float) -> None:
+    """Accumulate alpha-weighted moments: channel j of group g gets token weights T * alpha_g (Eq. 15)."""
+    k = int(group_of.max()) + 1
+    for b in range(x.shape[0]):
+        xb, ib = x[b].float(), ids[b].to(x.device)
+        alpha = alpha_weights(xb, ib, k, tau) * xb.shape[0]  # [K, T]
+        weight = torch.ones_like(xb)
+        member = group_of >= 0
+        weight[:, member.to(x.device)] = alpha[group_of[member].to(x.device)].T
+        acc.add(xb, weight)
+
+
+def _budget(r: LayerRoles, sp: float, n_units: int) -> int:
+    """MLP channels to remove so the layer loses sp of its parameters given n_units KV groups."""
+    spend = sp * (r.attention_params() + r.mlp_params()) - n_units * r.kv_unit_params()
+    return min(max(0, round(spend / r.channel_params())), r.intermediate_size - 1)
+
+
+def _lowest(scores: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.argsort(scores, stable=True)[: max(0, n)]
+
+
+def _keep_from_pruned(size: int, pruned: torch.Tensor) -> torch.Tensor:
+    mask = torch.ones(size, dtype=torch.bool)
+    mask[pruned] = False
+    return torch.nonzero(mask).squeeze(1)
+
+
+def select_flap(rs: list[LayerRoles], stats: list[_LayerStats], params: dict, sparsity: float):
+    """Per-layer (kept KV groups, kept channels) for a FLAP structure."""
+    metric, structure = params["metric"], params["structure"]
+    attn = [channel_metric(metric, r.o.weight.data, s.o) ** 2 for r, s in zip(rs, stats)]
+    mlp = [channel_metric(metric, r.down.weight.data, s.down) for r, s in zip(rs, stats)]
+    L = len(rs)
+    prune_units = params["prune_attention"]
+    if structure in ("UL-UM", "UL-MM"):
+        out = []
+        for r, a, m in zip(rs, attn, mlp):
+            if structure == "UL-UM":
+                n_u = min(math.floor(sparsity * r.num_kv_heads + 1e-9), r.num_kv_heads - 1) if prune_units else 0
+                n_c = math.floor(sparsity * r.intermediate_size + 1e-9) if params["module_balance"] == "per_module" else _budget(r, sparsity, n_u)
+            else:
+                n_u = min(params["remove_heads"] // L, r.num_kv_heads - 1)
+                n_c = _budget(r, sparsity, n_u)
+            out.append((_keep_from_pruned(r.num_kv_heads, _lowest(unit_scores(a, r), n_u)),
+                        _keep_from_pruned(r.intermediate_size, _lowest(m, n_c))))
+        return out
+    # adaptive structures: standardised scores compete across layers
+    units = [unit_scores(standardise(a), r, "mean") for r, a in zip(rs, attn)]
+    chans = [standardise(m) for m in mlp]
+    if structure == "AL-MM":
+        n_remove = params["remove_heads"]
+        flat_u = torch.cat(units)
+        unit_pruned = _protect_last(units, _lowest(flat_u, n_remove))
+        total = sparsity * sum(r.attention_params() + r.mlp_params() for r in rs)
+        spent = sum(len(p) * r.kv_unit_params() for p, r in zip(unit_pruned, rs))
+        n_c = max(0, round((total - spent) / rs[0].channel_params()))
+        chan_pruned = _protect_last(chans, _lowest(torch.cat(chans), n_c))
+    elif structure == "AL-AM":
+        scores = torch.cat([*(units if prune_units else []), *chans])
+        weights = torch.cat([
+            *([torch.full((u.numel(),), r.kv_unit_params() / r.channel_params(), dtype=torch.float64) for u, r in zip(units, rs)] if prune_units else []),
+            *[torch.ones(c.numel(), dtype=torch.float64) for c in chans],
+        ])
+        order = torch.argsort(scores, descending=True, stable=True)
+        kept_w = torch.cumsum(weights[order], 0)
+        cut = int(torch.argmin((kept_w - weights.sum() * (1 - sparsity)).abs()))
+        keep = torch.zeros(scores.numel(), dtype=torch.bool)
+        keep[order[: cut + 1]] = True
+        pruned_flat = torch.nonzero(~keep).squeeze(1)
+        n_units_total = sum(u.numel() for u in units) if prune_units else 0
+        unit_pruned = _protect_last(units, pruned_flat[pruned_flat < n_units_total]) if prune_units else [torch.empty(0, dtype=torch.long)] * L
+        chan_pruned = _protect_last(chans, pruned_flat[pruned_flat >= n_units_total] - n_units_total)
+    else:
+        raise ValueError(f"unknown FLAP structure {structure!r} ({', '.join(STRUCTURES)})")
+    return [
+        (_keep_from_pruned(r.num_kv_heads, up), _keep_from_pruned(r.intermediate_size, cp))
+        for r, up, cp in zip(rs, unit_pruned, chan_pruned)
+    ]
+
+
+def _protect_last(per_layer: list[torch.Tensor], flat_pruned: torch.Tensor) -> list[torch.Tensor]:
+    """Split global indices per layer, never removing a layer's best unit (a layer keeps at least one)."""
+    out, start = [], 0
+    for scores in per_layer:
+        n = scores.numel()
+        local = flat_pruned[(flat_pruned >= start) & (flat_pruned < start + n)] - start
+        best = int(torch.argmax(scores))
+        out.append(local[local != best])
+        start += n
+    return out
+
+
+def select_f_fang(rs, stats, params, layer_sparsity, groups):
+    """Per layer: heads by FLAP's per-layer head metric, channels pruned inside each functional group by the
+    alpha-weighted fluctuation (Eq. 15); the shared group is exempt."""
+    metric, out = params["metric"], []
+    for idx, (r, s, sp) in enumerate(zip(rs, stats, layer_sparsity)):
+        gl = [torch.as_tensor(g, dtype=torch.long) for g in groups["layers"][idx]["groups"]]
+        k = len(gl)
+        n_u = min(math.floor(sp * r.num_kv_heads + 1e-9), r.num_kv_heads - 1) if params["prune_attention"] else 0
+        n_c = _budget(r, sp, n_u)
+        per_group = [n_c // k + (1 if g < n_c % k else 0) for g in range(k)]
+        if any(p > g.numel() for p, g in zip(per_group, gl)):
+            raise ValueError(f"layer {idx}: sparsity {sp:.3f} would prune a functional group past 100%")
+        attn = channel_metric(metric, r.o.weight.data, s.o) ** 2
+        weighted = channel_metric(metric, r.down.weight.data, s.grouped, variance=s.grouped.variance)
+        pruned = torch.cat([g[_lowest(weighted[g], n)] for g, n in zip(gl, per_group)])
+        out.append((_keep_from_pruned(r.num_kv_heads, _lowest(unit_scores(attn, r), n_u)),
+                    _keep_from_pruned(r.intermediate_size, pruned)))
+    return out
+
+
+def fluctuation_prune(
+    model: nn.Module,
+    engine,
+    params: dict,
+    sparsity: float,
+    layer_sparsity=None,
+    clusters=None,
+    groups=None,
+) -> dict:
+    """Run FLAP or F-FANG on ``model`` (engine built on it) in place; return the per-layer report."""
+    dense_params, dense_block = count_params(model), block_params(model)
+    f_fang = params["algorithm"] == "f-fang"
+    extra = {"clusters": clusters, "groups": groups, "tau": params["tau"]} if f_fang else None
+    stats = collect_statistics(engine, extra)
+    layers = list(model.model.layers)
+    rs = [roles(l) for l in layers]
+    before = [r.attention_params() + r.mlp_params() for r in rs]
+    if f_fang:
+        keep = select_f_fang(rs, stats, params, layer_sparsity, groups)
+    else:
+        keep = select_flap(rs, stats, params, sparsity)
+    report = []
+    for idx, (r, s, (ku, kc)) in enumerate(zip(rs, stats, keep)):
+        g = r.num_heads // r.num_kv_heads
+        if params["bias_compensation"]:
+            q_cols = (ku.unsqueeze(1) * g + torch.arange(g)).reshape(-1)
+            cols = (q_cols.unsqueeze(1) * r.head_dim + torch.arange(r.head_dim)).reshape(-1)
+            bias_compensate(r.o, cols, s.o.mean)
+            bias_compensate(r.down, kc, s.down.mean)
+        if ku.numel() < r.num_kv_heads:
+            keep_kv_groups(r, ku)
+        if kc.numel() < r.intermediate_size:
+            keep_channels(r, kc)
+        r = roles(layers[idx])
+        after = r.attention_params() + r.mlp_params()
+        report.append({
+            "layer": idx,
+            "target_sparsity": float(layer_sparsity[idx]) if layer_sparsity is not None else sparsity,
+            "kept_kv_heads": ku.tolist(),
+            "kept_channels": kc.tolist(),
+            "num_heads": r.num_heads,
+            "num_kv_heads": r.num_kv_heads,
+            "intermediate_size": r.intermediate_size,
+            "block_params": after,
+            "achieved_sparsity": 1 - after / before[idx],
+        })
+    model.to("cpu")
+    kept_block = block_params(model)
+    return {
+        "layers": report,
+        "params_dense": dense_params,
+        "params": count_params(model),
+        "block_params_dense": dense_block,
+        "block_params": kept_block,
+        "block_params_kept_frac": kept_block / dense_block,
+    }
