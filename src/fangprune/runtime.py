@@ -13,6 +13,7 @@ from .io import setup_logging
 from .models import pick_device
 
 log = logging.getLogger("fangprune")
+_LIMITS: list = []  # keeps the thread-pool limits alive for the process
 
 
 def seed_everything(seed: int) -> None:
@@ -26,6 +27,12 @@ def seed_everything(seed: int) -> None:
 def setup(log_file: str | None, threads: int = 1, seed: int = 0, device: str = "auto") -> torch.device:
     setup_logging(log_file)
     torch.set_num_threads(max(1, int(threads)))
+    try:  # BLAS/OpenMP pools of numpy, scipy and scikit-learn obey the same budget as torch
+        from threadpoolctl import threadpool_limits
+
+        _LIMITS.append(threadpool_limits(max(1, int(threads))))
+    except ImportError:
+        pass
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     seed_everything(seed)
     dev = pick_device(device)
