@@ -5,7 +5,6 @@ from torch import nn
 
 from conftest import random_windows, tiny_model
 from fangprune.config import ConfigError, validate_config
-from fangprune.engine import LayerwiseEngine
 from fangprune.methods.baselines import MagnitudeSPPruner, WandaSPPruner
 from fangprune.methods.flap import Moments, bias_compensate, channel_metric
 from fangprune.methods.registry import resolve_method

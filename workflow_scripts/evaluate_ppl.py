@@ -1,6 +1,5 @@
 """WikiText-2 test perplexity of a dense or pruned checkpoint."""
 
-import torch
 
 from fangprune import runtime
 from fangprune.checkpoint import load_pruned
