@@ -1,0 +1,30 @@
+import pytest
+
+from fangprune.io import atomic_path, read_json, write_json
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out" / "a.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_failed_directory_write_keeps_previous(tmp_path):
+    target = tmp_path / "ckpt"
+    with atomic_path(target, directory=True) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target, directory=True) as tmp:
+            (tmp / "weights").write_text("v2-partial")
+            raise RuntimeError("killed")
+    assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_json_roundtrip(tmp_path):
+    write_json(tmp_path / "x.json", {"a": [1, 2], "b": 0.5})
+    assert read_json(tmp_path / "x.json") == {"a": [1, 2], "b": 0.5}
