@@ -38,6 +38,20 @@ def make_pruner(method: dict, layer_idx: int, clusters=None, groups=None):
     raise KeyError(f"unknown algorithm {algo!r}")
 
 
+def summarise(model: nn.Module, layers: list[dict], dense_params: int, dense_block: int) -> dict:
+    """Model-level pruning report (moves the model back to the CPU)."""
+    model.to("cpu")
+    kept_block = block_params(model)
+    return {
+        "layers": layers,
+        "params_dense": dense_params,
+        "params": count_params(model),
+        "block_params_dense": dense_block,
+        "block_params": kept_block,
+        "block_params_kept_frac": kept_block / dense_block,
+    }
+
+
 def layer_budget(r: LayerRoles, sp: float, method: dict, max_channels: int) -> tuple[int, int]:
     """(KV groups, MLP channels) to remove from one layer at sparsity ``sp``.
 
@@ -106,13 +120,4 @@ def prune_model(
         )
         report.append(entry)
         engine.advance(engine.forward_layer(idx))
-    model.to("cpu")
-    kept_block = block_params(model)
-    return {
-        "layers": report,
-        "params_dense": dense_params,
-        "params": count_params(model),
-        "block_params_dense": dense_block,
-        "block_params": kept_block,
-        "block_params_kept_frac": kept_block / dense_block,
-    }
+    return summarise(model, report, dense_params, dense_block)

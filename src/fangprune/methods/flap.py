@@ -309,13 +309,6 @@ def fluctuation_prune(
             "block_params": after,
             "achieved_sparsity": 1 - after / before[idx],
         })
-    model.to("cpu")
-    kept_block = block_params(model)
-    return {
-        "layers": report,
-        "params_dense": dense_params,
-        "params": count_params(model),
-        "block_params_dense": dense_block,
-        "block_params": kept_block,
-        "block_params_kept_frac": kept_block / dense_block,
-    }
+    from ..pruning import summarise
+
+    return summarise(model, report, dense_params, dense_block)
