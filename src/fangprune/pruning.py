@@ -52,6 +52,17 @@ def summarise(model: nn.Module, layers: list[dict], dense_params: int, dense_blo
     }
 
 
+def unit_budget(r: LayerRoles, sp: float) -> int:
+    """KV groups removed at sparsity ``sp``: floor(sp * #groups), never all of them."""
+    return min(math.floor(sp * r.num_kv_heads + 1e-9), r.num_kv_heads - 1)
+
+
+def channel_budget(r: LayerRoles, sp: float, n_units: int) -> int:
+    """MLP channels to remove so the layer loses sp of its parameters when n_units KV groups go."""
+    spend = sp * (r.attention_params() + r.mlp_params()) - n_units * r.kv_unit_params()
+    return max(0, round(spend / r.channel_params()))
+
+
 def layer_budget(r: LayerRoles, sp: float, method: dict, max_channels: int) -> tuple[int, int]:
     """(KV groups, MLP channels) to remove from one layer at sparsity ``sp``.
 
@@ -59,14 +70,12 @@ def layer_budget(r: LayerRoles, sp: float, method: dict, max_channels: int) -> t
     rest of the layer's parameter budget sp * (attention + MLP params). ``"per_module"`` (reference): the same
     ratio for heads (floor) and channels (floor).
     """
-    units = r.num_kv_heads
-    n_units = min(math.floor(sp * units + 1e-9), units - 1) if method["prune_attention"] else 0
+    n_units = unit_budget(r, sp) if method["prune_attention"] else 0
     n = r.intermediate_size
     if method["module_balance"] == "per_module":
         n_channels = math.floor(sp * n + 1e-9)
     else:
-        budget = sp * (r.attention_params() + r.mlp_params()) - n_units * r.kv_unit_params()
-        n_channels = max(0, round(budget / r.channel_params()))
+        n_channels = channel_budget(r, sp, n_units)
     if n_channels > max_channels:
         raise ValueError(
             f"sparsity {sp:.3f} needs {n_channels} of {n} MLP channels but at most {max_channels} can be removed"

@@ -31,18 +31,30 @@ def head_columns(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
     return (heads.unsqueeze(1) * head_dim + torch.arange(head_dim)).reshape(-1)
 
 
+def complement(size: int, removed: torch.Tensor) -> torch.Tensor:
+    """Sorted indices in range(size) that are not in ``removed``."""
+    mask = torch.ones(size, dtype=torch.bool)
+    mask[removed.cpu()] = False
+    return torch.nonzero(mask).squeeze(1)
+
+
+def kv_group_columns(r: LayerRoles, kv_heads: torch.Tensor) -> torch.Tensor:
+    """o_proj input columns (= q_proj output rows) of the query heads that share the KV heads ``kv_heads``."""
+    g = r.num_heads // r.num_kv_heads
+    q_heads = (kv_heads.to(torch.long).unsqueeze(1) * g + torch.arange(g)).reshape(-1)
+    return head_columns(q_heads, r.head_dim)
+
+
 def keep_kv_groups(r: LayerRoles, kept_kv: torch.Tensor) -> None:
     """Keep only the KV heads ``kept_kv`` (sorted) and their query heads."""
-    hd, g = r.head_dim, r.num_heads // r.num_kv_heads
     kept_kv = kept_kv.to(torch.long).sort().values
-    kept_q = (kept_kv.unsqueeze(1) * g + torch.arange(g)).reshape(-1)
-    q_rows, kv_rows = head_columns(kept_q, hd), head_columns(kept_kv, hd)
+    q_rows, kv_rows = kv_group_columns(r, kept_kv), head_columns(kept_kv, r.head_dim)
     attn = r.attn
     attn.q_proj = shrink_linear(r.q, out_idx=q_rows)
     attn.k_proj = shrink_linear(r.k, out_idx=kv_rows)
     attn.v_proj = shrink_linear(r.v, out_idx=kv_rows)
     attn.o_proj = shrink_linear(r.o, in_idx=q_rows)
-    for name, value in (("num_heads", kept_q.numel()), ("num_key_value_heads", kept_kv.numel())):
+    for name, value in (("num_heads", q_rows.numel() // r.head_dim), ("num_key_value_heads", kept_kv.numel())):
         if hasattr(attn, name):  # older transformers keep these attributes; newer derive them from shapes
             setattr(attn, name, value)
 

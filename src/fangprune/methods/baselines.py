@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
-from ..surgery import keep_channels, keep_kv_groups
-from .flap import _keep_from_pruned, _lowest, unit_scores
+from ..surgery import complement, keep_channels, keep_kv_groups
+from .flap import unit_scores
+from .obc import lowest
 
 
 class _ChannelScorePruner:
@@ -35,10 +36,10 @@ class _ChannelScorePruner:
     def prune(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
         out = {}
         if n_units:
-            kept = _keep_from_pruned(r.num_kv_heads, _lowest(unit_scores(self.score("o", r.o.weight.data), r), n_units))
+            kept = complement(r.num_kv_heads, lowest(unit_scores(self.score("o", r.o.weight.data), r), n_units))
             keep_kv_groups(r, kept)
             out["kept_kv_heads"] = kept.tolist()
-        kept = _keep_from_pruned(r.intermediate_size, _lowest(self.score("down", r.down.weight.data), n_channels))
+        kept = complement(r.intermediate_size, lowest(self.score("down", r.down.weight.data), n_channels))
         if n_channels:
             keep_channels(r, kept)
         out["kept_channels"] = kept.tolist()

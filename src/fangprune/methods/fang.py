@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
+from ..grouping import split_evenly
 from ..reweighting import alpha_weights
-from ..surgery import keep_channels
+from ..surgery import complement, keep_channels
 from .obc import (
     HessianAccumulator,
     column_saliency,
@@ -63,8 +64,7 @@ class OFangPruner:
         out = {}
         if n_units:
             out.update(prune_attention_obc(r, self.attn.H, n_units, self.params["percdamp"]))
-        k = len(self.groups)
-        per_group = [n_channels // k + (1 if g < n_channels % k else 0) for g in range(k)]
+        per_group = split_evenly(n_channels, len(self.groups))
         W = r.down.weight.data
         pruned_all = []
         for g, idx in enumerate(self.groups):
@@ -78,10 +78,7 @@ class OFangPruner:
             pruned = lowest(column_saliency(Wg, Hinv), per_group[g])
             W[:, cols] = obs_compensate(Wg, Hinv.to(W.device), pruned.to(W.device))
             pruned_all.append(idx[pruned])
-        mask = torch.ones(r.intermediate_size, dtype=torch.bool)
-        if pruned_all:
-            mask[torch.cat(pruned_all)] = False
-        kept = torch.nonzero(mask).squeeze(1)
+        kept = complement(r.intermediate_size, torch.cat(pruned_all) if pruned_all else torch.empty(0, dtype=torch.long))
         keep_channels(r, kept)
         out.update({"kept_channels": kept.tolist(), "pruned_per_group": per_group})
         return out

@@ -32,9 +32,12 @@ import torch
 from torch import nn
 
 from ..engine import input_hooks
+from ..grouping import split_evenly
 from ..models import LayerRoles, block_params, count_params, roles
+from ..pruning import channel_budget, summarise, unit_budget
 from ..reweighting import alpha_weights
-from ..surgery import keep_channels, keep_kv_groups
+from ..surgery import complement, keep_channels, keep_kv_groups, kv_group_columns
+from .obc import lowest
 
 log = logging.getLogger(__name__)
 
@@ -153,29 +156,19 @@ def collect_statistics(engine, f_fang: dict | None = None) -> list[_LayerStats]:
 def _add_grouped(acc: Moments, x: torch.Tensor, ids: torch.Tensor, group_of: torch.Tensor, tau: float) -> None:
     """Accumulate alpha-weighted moments: channel j of group g gets token weights T * alpha_g (Eq. 15)."""
     k = int(group_of.max()) + 1
+    member = torch.nonzero(group_of >= 0).squeeze(1).to(x.device)
+    group_of_member = group_of[member.cpu()].to(x.device)
     for b in range(x.shape[0]):
         xb, ib = x[b].float(), ids[b].to(x.device)
         alpha = alpha_weights(xb, ib, k, tau) * xb.shape[0]  # [K, T]
         weight = torch.ones_like(xb)
-        member = group_of >= 0
-        weight[:, member.to(x.device)] = alpha[group_of[member].to(x.device)].T
+        weight[:, member] = alpha[group_of_member].T
         acc.add(xb, weight)
 
 
 def _budget(r: LayerRoles, sp: float, n_units: int) -> int:
-    """MLP channels to remove so the layer loses sp of its parameters given n_units KV groups."""
-    spend = sp * (r.attention_params() + r.mlp_params()) - n_units * r.kv_unit_params()
-    return min(max(0, round(spend / r.channel_params())), r.intermediate_size - 1)
-
-
-def _lowest(scores: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.argsort(scores, stable=True)[: max(0, n)]
-
-
-def _keep_from_pruned(size: int, pruned: torch.Tensor) -> torch.Tensor:
-    mask = torch.ones(size, dtype=torch.bool)
-    mask[pruned] = False
-    return torch.nonzero(mask).squeeze(1)
+    """``channel_budget``, keeping at least one channel (FLAP structures never empty a layer)."""
+    return min(channel_budget(r, sp, n_units), r.intermediate_size - 1)
 
 
 def select_flap(rs: list[LayerRoles], stats: list[_LayerStats], params: dict, sparsity: float):
@@ -189,13 +182,13 @@ def select_flap(rs: list[LayerRoles], stats: list[_LayerStats], params: dict, sp
         out = []
         for r, a, m in zip(rs, attn, mlp):
             if structure == "UL-UM":
-                n_u = min(math.floor(sparsity * r.num_kv_heads + 1e-9), r.num_kv_heads - 1) if prune_units else 0
+                n_u = unit_budget(r, sparsity) if prune_units else 0
                 n_c = math.floor(sparsity * r.intermediate_size + 1e-9) if params["module_balance"] == "per_module" else _budget(r, sparsity, n_u)
             else:
                 n_u = min(params["remove_heads"] // L, r.num_kv_heads - 1)
                 n_c = _budget(r, sparsity, n_u)
-            out.append((_keep_from_pruned(r.num_kv_heads, _lowest(unit_scores(a, r), n_u)),
-                        _keep_from_pruned(r.intermediate_size, _lowest(m, n_c))))
+            out.append((complement(r.num_kv_heads, lowest(unit_scores(a, r), n_u)),
+                        complement(r.intermediate_size, lowest(m, n_c))))
         return out
     # adaptive structures: standardised scores compete across layers
     units = [unit_scores(standardise(a), r, "mean") for r, a in zip(rs, attn)]
@@ -203,11 +196,11 @@ def select_flap(rs: list[LayerRoles], stats: list[_LayerStats], params: dict, sp
     if structure == "AL-MM":
         n_remove = params["remove_heads"]
         flat_u = torch.cat(units)
-        unit_pruned = _protect_last(units, _lowest(flat_u, n_remove))
+        unit_pruned = _protect_last(units, lowest(flat_u, n_remove))
         total = sparsity * sum(r.attention_params() + r.mlp_params() for r in rs)
         spent = sum(len(p) * r.kv_unit_params() for p, r in zip(unit_pruned, rs))
         n_c = max(0, round((total - spent) / rs[0].channel_params()))
-        chan_pruned = _protect_last(chans, _lowest(torch.cat(chans), n_c))
+        chan_pruned = _protect_last(chans, lowest(torch.cat(chans), n_c))
     elif structure == "AL-AM":
         scores = torch.cat([*(units if prune_units else []), *chans])
         weights = torch.cat([
@@ -226,7 +219,7 @@ def select_flap(rs: list[LayerRoles], stats: list[_LayerStats], params: dict, sp
     else:
         raise ValueError(f"unknown FLAP structure {structure!r} ({', '.join(STRUCTURES)})")
     return [
-        (_keep_from_pruned(r.num_kv_heads, up), _keep_from_pruned(r.intermediate_size, cp))
+        (complement(r.num_kv_heads, up), complement(r.intermediate_size, cp))
         for r, up, cp in zip(rs, unit_pruned, chan_pruned)
     ]
 
@@ -249,17 +242,16 @@ def select_f_fang(rs, stats, params, layer_sparsity, groups):
     metric, out = params["metric"], []
     for idx, (r, s, sp) in enumerate(zip(rs, stats, layer_sparsity)):
         gl = [torch.as_tensor(g, dtype=torch.long) for g in groups["layers"][idx]["groups"]]
-        k = len(gl)
-        n_u = min(math.floor(sp * r.num_kv_heads + 1e-9), r.num_kv_heads - 1) if params["prune_attention"] else 0
+        n_u = unit_budget(r, sp) if params["prune_attention"] else 0
         n_c = _budget(r, sp, n_u)
-        per_group = [n_c // k + (1 if g < n_c % k else 0) for g in range(k)]
+        per_group = split_evenly(n_c, len(gl))
         if any(p > g.numel() for p, g in zip(per_group, gl)):
             raise ValueError(f"layer {idx}: sparsity {sp:.3f} would prune a functional group past 100%")
         attn = channel_metric(metric, r.o.weight.data, s.o) ** 2
         weighted = channel_metric(metric, r.down.weight.data, s.grouped, variance=s.grouped.variance)
-        pruned = torch.cat([g[_lowest(weighted[g], n)] for g, n in zip(gl, per_group)])
-        out.append((_keep_from_pruned(r.num_kv_heads, _lowest(unit_scores(attn, r), n_u)),
-                    _keep_from_pruned(r.intermediate_size, pruned)))
+        pruned = torch.cat([g[lowest(weighted[g], n)] for g, n in zip(gl, per_group)])
+        out.append((complement(r.num_kv_heads, lowest(unit_scores(attn, r), n_u)),
+                    complement(r.intermediate_size, pruned)))
     return out
 
 
@@ -286,11 +278,8 @@ def fluctuation_prune(
         keep = select_flap(rs, stats, params, sparsity)
     report = []
     for idx, (r, s, (ku, kc)) in enumerate(zip(rs, stats, keep)):
-        g = r.num_heads // r.num_kv_heads
         if params["bias_compensation"]:
-            q_cols = (ku.unsqueeze(1) * g + torch.arange(g)).reshape(-1)
-            cols = (q_cols.unsqueeze(1) * r.head_dim + torch.arange(r.head_dim)).reshape(-1)
-            bias_compensate(r.o, cols, s.o.mean)
+            bias_compensate(r.o, kv_group_columns(r, ku), s.o.mean)
             bias_compensate(r.down, kc, s.down.mean)
         if ku.numel() < r.num_kv_heads:
             keep_kv_groups(r, ku)
@@ -309,6 +298,4 @@ def fluctuation_prune(
             "block_params": after,
             "achieved_sparsity": 1 - after / before[idx],
         })
-    from ..pruning import summarise
-
     return summarise(model, report, dense_params, dense_block)

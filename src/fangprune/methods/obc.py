@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
-from ..surgery import head_columns, keep_channels, keep_kv_groups
+from ..surgery import complement, keep_channels, keep_kv_groups, kv_group_columns
 
 
 def dampened_inverse(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
@@ -89,16 +89,15 @@ class HessianAccumulator:
 def prune_attention_obc(r: LayerRoles, H: torch.Tensor, n_units: int, percdamp: float) -> dict:
     """Remove the n_units KV groups of lowest block saliency on o_proj, compensate o_proj, slice q/k/v/o."""
     units = r.num_kv_heads
-    g = r.num_heads // units
     if n_units <= 0:
         return {"kept_kv_heads": list(range(units)), "pruned_kv_heads": []}
     Hinv = dampened_inverse(H, percdamp)
-    blocks = [head_columns(torch.arange(u * g, (u + 1) * g), r.head_dim) for u in range(units)]
+    blocks = [kv_group_columns(r, torch.tensor([u])) for u in range(units)]
     sal = block_saliency(r.o.weight.data, Hinv, blocks)
     pruned = lowest(sal, n_units)
     cols = torch.cat([blocks[u] for u in pruned.tolist()])
     r.o.weight.data = obs_compensate(r.o.weight.data, Hinv.to(r.o.weight.device), cols.to(r.o.weight.device))
-    kept = torch.tensor([u for u in range(units) if u not in set(pruned.tolist())], dtype=torch.long)
+    kept = complement(units, pruned)
     keep_kv_groups(r, kept)
     return {"kept_kv_heads": kept.tolist(), "pruned_kv_heads": pruned.tolist()}
 
@@ -112,9 +111,7 @@ def prune_channels_obc(r: LayerRoles, H: torch.Tensor, n_channels: int, percdamp
     pruned = lowest(column_saliency(r.down.weight.data, Hinv), n_channels)
     dev = r.down.weight.device
     r.down.weight.data = obs_compensate(r.down.weight.data, Hinv.to(dev), pruned.to(dev))
-    mask = torch.ones(n, dtype=torch.bool)
-    mask[pruned] = False
-    kept = torch.nonzero(mask).squeeze(1)
+    kept = complement(n, pruned)
     keep_channels(r, kept)
     return {"kept_channels": kept.tolist()}
 
