@@ -17,6 +17,7 @@ include: "rules/groups.smk"
 include: "rules/allocation.smk"
 include: "rules/prune.smk"
 include: "rules/evaluate.smk"
+include: "rules/zeroshot.smk"
 include: "rules/tables.smk"
 
 
@@ -29,3 +30,4 @@ rule all:
     default_target: True
     input:
         TABLES,
+        PLOT,

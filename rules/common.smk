@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 from fangprune.config import (
     ConfigError,
@@ -10,6 +11,7 @@ from fangprune.config import (
     score_slug,
     sparsity_tag,
     validate_config,
+    zeroshot_settings,
 )
 from fangprune.methods.registry import ALGORITHMS
 
@@ -27,6 +29,7 @@ SCORE = score_slug(config)
 GROUP = group_slug(config)
 ALLOCS = sorted({allocation_slug(m) for m in METHODS.values()})
 DATA_DIR = data_dir(config)
+ZS_TASKS = config["zeroshot"]["tasks"]
 RES = "results"
 
 
@@ -43,6 +46,7 @@ wildcard_constraints:
     score=re.escape(SCORE),
     group=re.escape(GROUP),
     alloc=_alternatives(ALLOCS),
+    task=_alternatives(ZS_TASKS or ["none"]),
 
 
 def model_dtype(model):
@@ -64,7 +68,17 @@ ALLOCATION = f"{RES}/allocation/{{model}}/{CALIB}/{{alloc}}/sp{{sparsity}}.json"
 CHECKPOINT = f"{RES}/pruned/{{model}}/{{method}}/sp{{sparsity}}"
 PPL = f"{RES}/eval/ppl/{{model}}/{{method}}/sp{{sparsity}}.json"
 PPL_DENSE = f"{RES}/eval/ppl/{{model}}/dense.json"
-TABLES = [f"{RES}/tables/metrics.csv", f"{RES}/tables/table1.md"]
+ZEROSHOT = f"{RES}/eval/zeroshot/{{model}}/{{method}}/sp{{sparsity}}/{{task}}.json"
+ZEROSHOT_DENSE = f"{RES}/eval/zeroshot/{{model}}/dense/{{task}}.json"
+TABLE_NAMES = (
+    ["table1"]
+    + (["table2"] if set(ZS_TASKS) - {"mmlu"} else [])
+    + (["table4"] if "mmlu" in ZS_TASKS else [])
+)
+TABLES = [f"{RES}/tables/metrics.csv"] + [
+    f"{RES}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")
+]
+PLOT = f"{RES}/tables/sparsity_curves.png"
 
 
 def allocation_for(wildcards):
@@ -108,6 +122,19 @@ def all_metrics():
     files = expand(PPL_DENSE, model=MODELS)
     files += expand(PPL, model=MODELS, method=list(METHODS), sparsity=SPARSITIES)
     return files
+
+
+def all_zeroshot():
+    files = expand(ZEROSHOT_DENSE, model=MODELS, task=ZS_TASKS)
+    files += expand(
+        ZEROSHOT, model=MODELS, method=list(METHODS), sparsity=SPARSITIES, task=ZS_TASKS
+    )
+    return files
+
+
+def zeroshot_param(key):
+    """A per-task zero-shot setting as a params function (so changing one task's limit reruns only that task)."""
+    return lambda w: zeroshot_settings(config, w.task)[key]
 
 
 def rule_resources(kind):

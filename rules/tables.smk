@@ -1,10 +1,15 @@
 rule tables:
     input:
-        metrics=all_metrics(),
+        ppl=all_metrics(),
+        zeroshot=all_zeroshot(),
         windows=expand(WINDOWS, model=MODELS),
     output:
-        csv=report(f"{RES}/tables/metrics.csv", category="Tables"),
-        md=report(f"{RES}/tables/table1.md", category="Tables"),
+        metrics=report(f"{RES}/tables/metrics.csv", category="Tables"),
+        tables=[
+            report(path, category="Tables", labels={"table": Path(path).name})
+            for path in TABLES[1:]
+        ],
+        plot=report(PLOT, category="Plots"),
     log:
         "logs/tables/tables.log",
     benchmark:

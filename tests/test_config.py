@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from fangprune.config import ConfigError, validate_config
+from fangprune.config import ConfigError, validate_config, zeroshot_settings
 
 
 def base(tmp_path):
@@ -33,6 +33,10 @@ def test_defaults_filled(tmp_path):
         (lambda c: c["methods"]["obc"].update(bogus=1), "methods.obc"),
         (lambda c: c.update(sparsities=[0.6]), "sparsities"),  # 0.6 + 0.3 > 7/8 for o-fang
         (lambda c: c.update(device="tpu"), "device"),
+        (lambda c: c.update(zeroshot={"tasks": ["lambada"]}), "zeroshot.tasks.0"),
+        (lambda c: c.update(zeroshot={"limit": 0}), "zeroshot.limit"),
+        (lambda c: c.update(zeroshot={"limit_per_task": {"mmlu": -1}}), "zeroshot.limit_per_task.mmlu"),
+        (lambda c: c.update(zeroshot={"num_fewshot_per_task": {"nope": 5}}), "zeroshot.num_fewshot_per_task"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, mutate, key):
@@ -41,3 +45,24 @@ def test_bad_config_names_the_key(tmp_path, mutate, key):
     with pytest.raises(ConfigError) as exc:
         validate_config(copy.deepcopy(cfg))
     assert f"'{key}" in str(exc.value)
+
+
+def test_zeroshot_data_checked_before_any_job(tmp_path):
+    cfg = base(tmp_path)
+    (tmp_path / "data" / "boolq").mkdir(parents=True)
+    (tmp_path / "data" / "boolq" / "val.jsonl").write_text("")
+    cfg.update(data_dir=str(tmp_path / "data"), zeroshot={"tasks": ["boolq", "piqa"]})
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg)
+    assert "'zeroshot.tasks' (piqa)" in str(exc.value) and "piqa/valid.jsonl" in str(exc.value)
+    cfg = base(tmp_path)
+    cfg.update(data_dir=str(tmp_path / "data"), zeroshot={"tasks": ["boolq"]})
+    validate_config(cfg)
+
+
+def test_zeroshot_settings_per_task(tmp_path):
+    cfg = base(tmp_path)
+    cfg.update(zeroshot={"tasks": [], "limit": 50, "limit_per_task": {"mmlu": 5}, "num_fewshot_per_task": {"mmlu": 5}})
+    cfg = validate_config(cfg)
+    assert zeroshot_settings(cfg, "mmlu") == {"limit": 5, "num_fewshot": 5}
+    assert zeroshot_settings(cfg, "boolq") == {"limit": 50, "num_fewshot": 0}

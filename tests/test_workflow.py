@@ -62,6 +62,9 @@ def test_adding_sparsity_or_method_adds_no_shared_jobs(tmp_path):
         assert base[shared] == more_sp[shared] == more_m[shared] == 1
     assert more_sp["prune"] == base["prune"] + 2 and more_m["prune"] == base["prune"] + 2
     assert base["prune"] == 4 and base["evaluate_ppl"] == 4 and base["evaluate_dense"] == 1
+    # the dense model is evaluated once per task, whatever the methods and sparsities
+    assert base["evaluate_zeroshot_dense"] == more_sp["evaluate_zeroshot_dense"] == more_m["evaluate_zeroshot_dense"] == 3
+    assert base["evaluate_zeroshot"] == 12 and more_sp["evaluate_zeroshot"] == 18
 
 
 @pytest.mark.parametrize(
@@ -90,10 +93,23 @@ def test_full_workflow_on_tiny_llama(tmp_path):
     for method, sp in [("dense", 0.0), ("obc", 0.2), ("obc", 0.4), ("o-fang", 0.2), ("o-fang", 0.4)]:
         assert math.isfinite(got[(method, sp, "ppl_wikitext2")])
         assert abs(got[(method, sp, "block_params_kept_frac")] - (1 - sp)) < 0.02
+        for task in ("boolq", "arc_easy", "mmlu", "mmlu/stem"):
+            assert 0.0 <= got[(method, sp, task)] <= 1.0
+        assert got[(method, sp, "boolq/n")] == 3 and got[(method, sp, "mmlu/n")] == 57
     table = (wd / "results/tables/table1.md").read_text()
-    assert "| dense | 0% |" in table and "| o-fang | 40% |" in table
-    for rule in ("cluster", "scores", "prune", "evaluate_ppl"):
+    assert "| dense | 0% |" in table and "| o-fang | 40% |" in table and "Avg acc (2 tasks)" in table
+    assert "first 3" in table and "LIMITED" in table
+    assert "| Method | Sparsity | BoolQ | ARC-e | Avg |" in (wd / "results/tables/table2.md").read_text()
+    assert "Humanities" in (wd / "results/tables/table4.md").read_text()
+    assert "\\toprule" in (wd / "results/tables/table2.tex").read_text()
+    assert (wd / "results/tables/sparsity_curves.png").read_bytes()[:4] == b"\x89PNG"
+    for rule in ("cluster", "scores", "prune", "evaluate_ppl", "evaluate_zeroshot"):
         assert list((wd / "benchmarks" / rule).rglob("*.tsv")), rule
+    assert len(list((wd / "benchmarks/evaluate_zeroshot/tiny-llama/dense").glob("*.tsv"))) == 3
+    # the HTML report embeds the tables and the plot
+    run(wd, "--report", str(wd / "report.html"))
+    html = (wd / "report.html").read_text()
+    assert "table2.md" in html and "sparsity_curves.png" in html
     # a second invocation has nothing to do
     assert "Nothing to be done" in run(wd, "-n", "--cores", "1").stdout + run(wd, "-n", "--cores", "1").stderr
 

@@ -86,8 +86,37 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
                 resolve_source(entry["source"])
             except FileNotFoundError as exc:
                 raise ConfigError(f"config key 'models.{name}.source': {exc}") from None
+    _check_zeroshot(config)
     config["_methods_resolved"] = resolved
     return config
+
+
+def _check_zeroshot(config: dict) -> None:
+    tasks = config["zeroshot"]["tasks"]
+    if not tasks:
+        return
+    if importlib.util.find_spec("lm_eval") is None:
+        raise ConfigError(
+            "config key 'zeroshot.tasks': zero-shot evaluation needs lm-evaluation-harness "
+            "(pip install 'lm-eval>=0.4.13,<0.5'); set 'zeroshot.tasks: []' to skip it"
+        )
+    root = data_dir(config)
+    if root:
+        from .zeroshot.local_data import missing_files
+
+        for task in tasks:
+            missing = missing_files(task, root)
+            if missing:
+                raise ConfigError(f"config key 'zeroshot.tasks' ({task}): not in data_dir {root}: {missing[0]}")
+
+
+def zeroshot_settings(config: dict, task: str) -> dict:
+    """limit and num_fewshot of one zero-shot task (the only settings its result depends on)."""
+    zs = config["zeroshot"]
+    return {
+        "limit": zs["limit_per_task"].get(task, zs["limit"]),
+        "num_fewshot": zs["num_fewshot_per_task"].get(task, zs["num_fewshot"]),
+    }
 
 
 def load_config(path: str | os.PathLike, *, check_sources: bool = True) -> dict:

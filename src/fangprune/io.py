@@ -125,10 +125,14 @@ def provenance() -> dict[str, Any]:
     from . import __version__
 
     info: dict[str, Any] = {"fangprune": __version__, "python": platform.python_version()}
-    for mod in ("torch", "transformers", "numpy", "sklearn", "scipy"):
+    from importlib.metadata import PackageNotFoundError, version
+
+    # distribution metadata, not imports: importing lm_eval alone takes seconds
+    for mod, dist in (("torch", "torch"), ("transformers", "transformers"), ("numpy", "numpy"),
+                      ("sklearn", "scikit-learn"), ("scipy", "scipy"), ("lm_eval", "lm_eval")):
         try:
-            info[mod] = str(__import__(mod).__version__)
-        except ImportError:
+            info[mod] = version(dist)
+        except PackageNotFoundError:
             continue
     try:
         sha = subprocess.run(

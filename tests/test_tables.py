@@ -1,0 +1,93 @@
+"""Results tables from a fixed metrics CSV: Markdown byte for byte, marks in the right cells, LaTeX and CSV."""
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from fangprune.tables import (
+    AVG,
+    TITLES,
+    _index,
+    marks,
+    read_metrics_csv,
+    table_columns,
+    to_csv,
+    to_latex,
+    to_markdown,
+    with_average,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def rows():
+    with open(DATA / "metrics_fixture.csv") as fh:
+        return with_average(read_metrics_csv(fh))
+
+
+def test_average_is_the_mean_of_the_task_columns(rows):
+    by_key = _index(rows)
+    assert by_key[("m", "dense", 0.0)][AVG] == pytest.approx(0.65)
+    assert by_key[("m", "c", 0.3)][AVG] == pytest.approx(0.575)
+    assert sum(r["metric"] == AVG for r in rows) == 6
+
+
+def test_markdown_tables_byte_for_byte(rows):
+    assert to_markdown(rows, "table1", TITLES["table1"], ["a note"]) == (DATA / "table1_expected.md").read_text()
+    assert to_markdown(rows, "table2", TITLES["table2"]) == (DATA / "table2_expected.md").read_text()
+
+
+def test_marks_go_to_best_and_second_per_sparsity_block(rows):
+    by_key = _index(rows)
+    keys = sorted(by_key)
+    mk = marks(by_key, keys, table_columns("table2", rows))
+    # 30%: BoolQ ties a/c at 65 (both best), b second; ARC-e b best, a second, c unmarked
+    assert mk[(("m", "a", 0.3), "boolq")] == mk[(("m", "c", 0.3), "boolq")] == "best"
+    assert mk[(("m", "b", 0.3), "boolq")] == "second"
+    assert mk[(("m", "b", 0.3), "arc_easy")] == "best" and mk[(("m", "a", 0.3), "arc_easy")] == "second"
+    assert (("m", "c", 0.3), "arc_easy") not in mk
+    # 40% has two methods: a best, never a second; the dense row is never marked
+    assert mk[(("m", "a", 0.4), "boolq")] == "best" and (("m", "b", 0.4), "boolq") not in mk
+    assert not any(k[1] == "dense" for k, _ in mk)
+    # perplexity: lower is better
+    mk1 = marks(by_key, keys, table_columns("table1", rows))
+    assert mk1[(("m", "b", 0.3), "ppl_wikitext2")] == "best" and mk1[(("m", "a", 0.3), "ppl_wikitext2")] == "second"
+    assert not any(metric in ("params", "block_params_kept_frac") for _, metric in mk1)
+
+
+def test_latex_marks_and_escapes(rows):
+    tex = to_latex(rows, "table2", TITLES["table2"])
+    lines = tex.splitlines()
+    assert "a & 30\\% & \\textbf{65.00} & \\underline{55.00} & \\textbf{60.00} \\\\" in lines
+    assert "c & 30\\% & \\textbf{65.00} & 50.00 & 57.50 \\\\" in lines
+    assert tex.count("\\begin{tabular}{llrrr}") == 1 and "\\bottomrule" in tex
+    t1 = to_latex(rows, "table1", TITLES["table1"])
+    assert "dense & 0\\% & 10.00 & 65.00 & 100.0\\% & 1,000 \\\\" in t1.splitlines()
+
+
+def test_csv_table_keeps_unscaled_values(rows):
+    table = list(csv.DictReader(io.StringIO(to_csv(rows, "table2"))))
+    assert [r["method"] for r in table] == ["dense", "a", "b", "c", "a", "b"]
+    assert float(table[1]["boolq"]) == 0.65 and float(table[3][AVG]) == pytest.approx(0.575)
+
+
+def test_table4_columns_follow_mmlu_categories():
+    rows = [
+        {"model": "m", "method": "dense", "sparsity": 0.0, "metric": m, "value": v}
+        for m, v in (("mmlu", 0.3), ("mmlu/stem", 0.25), ("mmlu/humanities", 0.35),
+                     ("mmlu/social_sciences", 0.3), ("mmlu/other", 0.3))
+    ]
+    md = to_markdown(rows, "table4", TITLES["table4"])
+    assert "| Method | Sparsity | Humanities | STEM | Social Sci. | Other | Avg |" in md
+    assert "| dense | 0% | 35.00 | 25.00 | 30.00 | 30.00 | 30.00 |" in md
+
+
+def test_plot_is_a_png(rows, tmp_path):
+    pytest.importorskip("matplotlib")
+    from fangprune.plots import sparsity_curves
+
+    sparsity_curves(rows, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
