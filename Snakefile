@@ -18,12 +18,19 @@ include: "rules/allocation.smk"
 include: "rules/prune.smk"
 include: "rules/evaluate.smk"
 include: "rules/zeroshot.smk"
+include: "rules/speed.smk"
 include: "rules/tables.smk"
+include: "rules/costs.smk"
 
 
+# Small steps run on the submit host under SLURM: no queueing for seconds of work.
 localrules:
     all,
+    calibrate,
+    groups,
+    allocate,
     tables,
+    costs,
 
 
 rule all:
@@ -31,3 +38,4 @@ rule all:
     input:
         TABLES,
         PLOT,
+        COSTS,

@@ -12,9 +12,9 @@ rule complexity:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **rule_resources("gpu"),
+        **gpu_resources(),
     params:
-        batch_size=config["calibration"]["batch_size"],
+        batch_size=model_batch_size("calibration"),
         dtype=lambda w: model_dtype(w.model),
         seed=config["seed"],
         device=config["device"],
@@ -35,7 +35,7 @@ rule allocate:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **rule_resources("cpu"),
+        **cpu_resources(),
     params:
         method=lambda w: allocation_params(w.alloc),
         sparsity=lambda w: float(w.sparsity),

@@ -11,7 +11,7 @@ rule calibrate:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **rule_resources("cpu"),
+        **cpu_resources(),
     params:
         dataset=config["calibration"]["dataset"],
         nsamples=config["calibration"]["nsamples"],

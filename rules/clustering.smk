@@ -12,7 +12,7 @@ rule cluster:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **rule_resources("gpu"),
+        **gpu_resources(),
     params:
         clustering=lambda w: {
             key: config["clustering"][key]
@@ -27,7 +27,7 @@ rule cluster:
                 "max_tokens",
             )
         },
-        batch_size=config["calibration"]["batch_size"],
+        batch_size=model_batch_size("calibration"),
         dtype=lambda w: model_dtype(w.model),
         seed=config["seed"],
         device=config["device"],

@@ -70,6 +70,7 @@ PPL = f"{RES}/eval/ppl/{{model}}/{{method}}/sp{{sparsity}}.json"
 PPL_DENSE = f"{RES}/eval/ppl/{{model}}/dense.json"
 ZEROSHOT = f"{RES}/eval/zeroshot/{{model}}/{{method}}/sp{{sparsity}}/{{task}}.json"
 ZEROSHOT_DENSE = f"{RES}/eval/zeroshot/{{model}}/dense/{{task}}.json"
+SPEED = f"{RES}/eval/speed/{{model}}/{{method}}/sp{{sparsity}}.json"
 TABLE_NAMES = (
     ["table1"]
     + (["table2"] if set(ZS_TASKS) - {"mmlu"} else [])
@@ -79,6 +80,7 @@ TABLES = [f"{RES}/tables/metrics.csv"] + [
     f"{RES}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")
 ]
 PLOT = f"{RES}/tables/sparsity_curves.png"
+COSTS = [f"{RES}/tables/costs.csv", f"{RES}/tables/costs.md"]
 
 
 def allocation_for(wildcards):
@@ -132,14 +134,106 @@ def all_zeroshot():
     return files
 
 
+def all_speed():
+    if not config["speed"]["enabled"]:
+        return []
+    return expand(SPEED, model=MODELS, method=list(METHODS), sparsity=SPARSITIES)
+
+
 def zeroshot_param(key):
     """A per-task zero-shot setting as a params function (so changing one task's limit reruns only that task)."""
     return lambda w: zeroshot_settings(config, w.task)[key]
 
 
-def rule_resources(kind):
-    """Portable resources: GPU steps ask for one GPU when the config's device is not the CPU."""
-    gpu = 0 if config["device"] == "cpu" else 1
-    if kind == "gpu":
-        return {"mem_mb": 16000, "runtime": "2h", "gpu": gpu}
-    return {"mem_mb": 8000, "runtime": "1h"}
+def model_cfg(model):
+    return config["models"][model]
+
+
+def model_batch_size(section):
+    """The batch size of a config section, unless the model's entry overrides it."""
+    return (
+        lambda w: model_cfg(w.model).get("batch_size") or config[section]["batch_size"]
+    )
+
+
+def model_device_map(wildcards):
+    return model_cfg(wildcards.model).get("device_map")
+
+
+def method_params(model, method):
+    """A method's parameters for one model: the model's tau, if given, replaces the FANG methods' tau."""
+    params = dict(METHODS[method])
+    tau = model_cfg(model).get("tau")
+    if tau is not None and "tau" in params:
+        params["tau"] = tau
+    return params
+
+
+RESOURCES = config["resources"]
+_SITE = {
+    key: value
+    for key, value in (("slurm_account", RESOURCES["slurm_account"]),)
+    if value is not None
+}
+
+
+def _gpu_count(whole_model):
+    def gpus(wildcards):
+        if config["device"] == "cpu":
+            return 0
+        return model_cfg(wildcards.model).get("gpus", 1) if whole_model else 1
+
+    return gpus
+
+
+def _runtime(base):
+    """Minutes, scaled by the attempt: a retried job (e.g. one that hit its time limit) asks for more."""
+
+    def runtime(wildcards, attempt):
+        minutes = base(wildcards) if callable(base) else base
+        return minutes * attempt
+
+    return runtime
+
+
+def gpu_resources(whole_model=False):
+    """Resources of a GPU step; ``whole_model`` steps get the model's ``gpus`` (for its device_map), layer-wise
+    steps one GPU (they stream one decoder layer at a time). With ``device: cpu`` they ask for no GPU.
+    """
+    res = {
+        "gpu": _gpu_count(whole_model),
+        "mem_mb": lambda w: model_cfg(w.model).get("mem_mb") or RESOURCES["gpu_mem_mb"],
+        "runtime": _runtime(
+            lambda w: model_cfg(w.model).get("runtime") or RESOURCES["gpu_runtime"]
+        ),
+        **_SITE,
+    }
+    if RESOURCES["gpu_cpus"]:
+        res["cpus_per_task"] = RESOURCES["gpu_cpus"]
+    if RESOURCES["gpu_model"] and config["device"] != "cpu":
+        res["gpu_model"] = RESOURCES["gpu_model"]
+    if RESOURCES["gpu_partition"]:
+        res["slurm_partition"] = RESOURCES["gpu_partition"]
+    return res
+
+
+def cpu_resources():
+    """Resources of a CPU step: no GPU."""
+    res = {
+        "mem_mb": RESOURCES["cpu_mem_mb"],
+        "runtime": _runtime(RESOURCES["cpu_runtime"]),
+        **_SITE,
+    }
+    if RESOURCES["cpu_partition"]:
+        res["slurm_partition"] = RESOURCES["cpu_partition"]
+    return res
+
+
+def speed_threads():
+    """All cores for a local run (the timing job runs alone); the GPU-job CPUs under a cluster executor."""
+    if config["speed"]["threads"]:
+        return config["speed"]["threads"]
+    try:
+        return workflow.cores
+    except WorkflowError:  # no --cores: a cluster executor, which has no total to take
+        return RESOURCES["gpu_cpus"] or config["threads"]

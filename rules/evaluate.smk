@@ -1,10 +1,11 @@
 EVAL_PARAMS = dict(
     seqlen=config["evaluation"]["seqlen"],
     max_windows=config["evaluation"]["max_windows"],
-    batch_size=config["evaluation"]["batch_size"],
+    batch_size=model_batch_size("evaluation"),
     data_dir=DATA_DIR,
     seed=config["seed"],
     device=config["device"],
+    device_map=model_device_map,
 )
 
 
@@ -21,7 +22,7 @@ rule evaluate_ppl:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **rule_resources("gpu"),
+        **gpu_resources(whole_model=True),
     params:
         **EVAL_PARAMS,
         model=lambda w: w.model,
@@ -45,7 +46,7 @@ rule evaluate_dense:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **rule_resources("gpu"),
+        **gpu_resources(whole_model=True),
     params:
         **EVAL_PARAMS,
         model=lambda w: w.model,

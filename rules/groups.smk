@@ -11,7 +11,7 @@ rule groups:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **rule_resources("cpu"),
+        **cpu_resources(),
     params:
         method=config["clustering"]["grouping"],
     script:

@@ -9,7 +9,7 @@ rule prepare_model:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **rule_resources("cpu"),
+        **cpu_resources(),
     params:
         source=lambda w: config["models"][w.model]["source"],
         revision=lambda w: config["models"][w.model].get("revision"),

@@ -11,13 +11,13 @@ rule prune:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **rule_resources("gpu"),
+        **gpu_resources(),
     params:
         model=lambda w: w.model,
         method_name=lambda w: w.method,
-        method=lambda w: METHODS[w.method],
+        method=lambda w: method_params(w.model, w.method),
         sparsity=lambda w: float(w.sparsity),
-        batch_size=config["calibration"]["batch_size"],
+        batch_size=model_batch_size("calibration"),
         dtype=lambda w: model_dtype(w.model),
         seed=config["seed"],
         device=config["device"],

@@ -13,9 +13,11 @@ rule scores:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **rule_resources("gpu"),
+        **gpu_resources(whole_model=True),
     params:
         loss=config["clustering"]["score_loss"],
+        device_map=model_device_map,
+        recompute=config["clustering"]["score_recompute"],
         dtype=lambda w: model_dtype(w.model),
         seed=config["seed"],
         device=config["device"],

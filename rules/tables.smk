@@ -2,6 +2,7 @@ rule tables:
     input:
         ppl=all_metrics(),
         zeroshot=all_zeroshot(),
+        speed=all_speed(),
         windows=expand(WINDOWS, model=MODELS),
     output:
         metrics=report(f"{RES}/tables/metrics.csv", category="Tables"),
@@ -16,5 +17,8 @@ rule tables:
         "benchmarks/tables/tables.tsv"
     conda:
         "../envs/fangprune.yaml"
+    threads: 1
+    resources:
+        **cpu_resources(),
     script:
         "../workflow_scripts/tables.py"

@@ -1,6 +1,6 @@
 ZS_PARAMS = dict(
     data_dir=DATA_DIR,
-    batch_size=config["zeroshot"]["batch_size"],
+    batch_size=model_batch_size("zeroshot"),
     seed=config["seed"],
     device=config["device"],
     task=lambda w: w.task,
@@ -8,6 +8,7 @@ ZS_PARAMS = dict(
     num_fewshot=zeroshot_param("num_fewshot"),
     model=lambda w: w.model,
     dtype=lambda w: model_dtype(w.model),
+    device_map=model_device_map,
 )
 
 
@@ -24,7 +25,7 @@ rule evaluate_zeroshot:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **rule_resources("gpu"),
+        **gpu_resources(whole_model=True),
     params:
         **ZS_PARAMS,
         method=lambda w: w.method,
@@ -46,7 +47,7 @@ rule evaluate_zeroshot_dense:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **rule_resources("gpu"),
+        **gpu_resources(whole_model=True),
     params:
         **ZS_PARAMS,
         method="dense",

@@ -66,3 +66,11 @@ def test_zeroshot_settings_per_task(tmp_path):
     cfg = validate_config(cfg)
     assert zeroshot_settings(cfg, "mmlu") == {"limit": 5, "num_fewshot": 5}
     assert zeroshot_settings(cfg, "boolq") == {"limit": 50, "num_fewshot": 0}
+
+
+def test_unsupported_architecture_named_before_any_job(tmp_path):
+    cfg = base(tmp_path)
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg)
+    assert "'models.m.source': unsupported architecture 'gpt2'" in str(exc.value)

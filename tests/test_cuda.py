@@ -44,3 +44,22 @@ def test_cuda_matches_cpu(algo):
     assert same >= 1  # selection may flip on near-ties, but not everywhere
     assert gpu_ppl == pytest.approx(cpu_ppl, rel=0.05)
     print(f"{algo}: cpu ppl {cpu_ppl:.3f} gpu ppl {gpu_ppl:.3f}, peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_taylor_scores_over_a_device_map_match_one_device(tmp_path):
+    from accelerate import dispatch_model
+
+    from fangprune.models import is_dispatched
+
+    model = tiny_model(num_hidden_layers=4)
+    windows = random_windows(3, 32)
+    clusters, _ = fit_context_clusters(LayerwiseEngine(model, windows, torch.device("cuda")), k=3, pca_dims=8, seed=0, n_init=2)
+    one, _ = taylor_scores(model, windows, clusters, torch.device("cuda:0"))
+    model.to("cpu")
+    split = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": 0,
+             "model.layers.2": 1, "model.layers.3": 1, "model.norm": 1, "lm_head": 1}
+    model = dispatch_model(model, device_map=split)
+    assert is_dispatched(model)
+    two, _ = taylor_scores(model, windows, clusters, torch.device("cuda:0"))
+    assert torch.allclose(one, two, rtol=1e-4, atol=1e-8)

@@ -55,6 +55,23 @@ def test_prune_hits_target_and_stays_valid(algo, arch):
             assert set(g["shared"]) <= set(entry["kept_channels"])  # shared group exempt
 
 
+
+@pytest.mark.parametrize("algo", ["obc", "o-fang", "wanda-sp"])
+def test_query_head_unit_keeps_kv_heads_and_hits_target(algo):
+    model = tiny_model(num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2)  # 4 query heads per KV head
+    windows = random_windows(4, 32)
+    clusters, groups, *_ = artifacts(model, windows) if algo == "o-fang" else (None, None)
+    method = resolve_method(algo, {"head_unit": "query_head"})
+    report = prune_model(model, windows, method, [0.5, 0.5], CPU, clusters=clusters, groups=groups)
+    assert abs(report["block_params_kept_frac"] - 0.5) < 0.02
+    for layer, entry in zip(model.model.layers, report["layers"]):
+        r = roles(layer)
+        assert (r.num_kv_heads, r.num_heads) == (2, 4)  # floor(0.5 * 4) = 2 query heads left each group
+        assert r.attn.num_key_value_groups == 2
+        assert len(entry["kept_query_heads"]) == 4
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=random_windows(1, 16)).logits).all()
+
 def test_taylor_scores_match_autograd():
     model = tiny_model(num_hidden_layers=2)
     windows = random_windows(2, 16)
@@ -98,3 +115,28 @@ def test_o_fang_differs_from_obc_and_is_deterministic():
         outs.append(model.model.layers[0].mlp.down_proj.weight.detach().clone())
     assert torch.equal(outs[0], outs[1])
     assert outs[0].shape != outs[2].shape or not torch.equal(outs[0], outs[2])
+
+
+def test_taylor_scores_with_layerwise_recomputation_are_unchanged_and_keep_less():
+    model = tiny_model(num_hidden_layers=3)
+    windows = random_windows(3, 16)
+    clusters, _, plain, n_plain = artifacts(model, windows)
+    kept = {}
+
+    def run(recompute):
+        kept[recompute] = 0
+
+        def pack(t):
+            kept[recompute] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            return taylor_scores(model, windows, clusters, CPU, recompute=recompute)
+
+    again, n_again = run(True)
+    run(False)
+    assert torch.equal(n_plain, n_again)
+    assert torch.allclose(plain, again, rtol=1e-5, atol=1e-9)
+    # bytes autograd holds outside the checkpointed layers: embeddings, final norm and LM head only
+    assert kept[True] < kept[False] / 2
+    assert all(p.grad is None for p in model.parameters())

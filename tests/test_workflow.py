@@ -1,6 +1,7 @@
 """The Snakemake workflow itself: dry-run job counts, config errors before any job, a full run on a tiny model."""
 
 import csv
+import json
 import math
 import re
 import shutil
@@ -106,12 +107,40 @@ def test_full_workflow_on_tiny_llama(tmp_path):
     for rule in ("cluster", "scores", "prune", "evaluate_ppl", "evaluate_zeroshot"):
         assert list((wd / "benchmarks" / rule).rglob("*.tsv")), rule
     assert len(list((wd / "benchmarks/evaluate_zeroshot/tiny-llama/dense").glob("*.tsv"))) == 3
+    # the costs table covers every job that ran before it, per rule and model
+    costs = {(r["rule"], r["model"]): r for r in csv.DictReader(open(wd / "results/tables/costs.csv"))}
+    assert costs[("prune", "tiny-llama")]["jobs"] == "4" and costs[("evaluate_zeroshot", "tiny-llama")]["jobs"] == "15"
+    assert costs[("cluster", "tiny-llama")]["jobs"] == "1" and float(costs[("prune", "tiny-llama")]["max_rss_mb"]) > 0
+    assert int(costs[("total", "all")]["jobs"]) == sum(int(r["jobs"]) for k, r in costs.items() if k[0] != "total")
     # the HTML report embeds the tables and the plot
     run(wd, "--report", str(wd / "report.html"))
     html = (wd / "report.html").read_text()
     assert "table2.md" in html and "sparsity_curves.png" in html
     # a second invocation has nothing to do
     assert "Nothing to be done" in run(wd, "-n", "--cores", "1").stdout + run(wd, "-n", "--cores", "1").stderr
+    # another sweep in the same results directory reuses the clustering, scores and groups
+    write_config(wd, sparsities=[0.3], methods={"o-fang-t3": {"algorithm": "o-fang", "tau": 3.0}})
+    counts = job_counts(wd)
+    assert counts["prune"] == 1 and not {"cluster", "scores", "groups", "complexity", "calibrate"} & set(counts)
+
+
+@pytest.mark.slow
+def test_qwen2_and_mha_llama_through_the_workflow(tmp_path):
+    cfg = yaml.safe_load((REPO / "tests" / "config.families.yaml").read_text())
+    cfg["data_dir"] = str(DATA_DIR)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run(tmp_path, "--cores", "2")
+    rows = list(csv.DictReader(open(tmp_path / "results/tables/metrics.csv")))
+    got = {(r["model"], r["method"], r["metric"]): float(r["value"]) for r in rows}
+    for model in ("tiny-qwen2", "tiny-mha"):
+        for method in ("obc", "o-fang"):
+            assert math.isfinite(got[(model, method, "ppl_wikitext2")])
+            assert abs(got[(model, method, "block_params_kept_frac")] - 0.7) < 0.03
+            assert got[(model, method, "prefill_speedup")] > 0
+            ckpt = json.loads((tmp_path / f"results/pruned/{model}/{method}/sp0.30/config.json").read_text())
+            assert "auto_map" in ckpt and len(ckpt["fangprune_layers"]) == 3
+    heads = {(s["num_attention_heads"], s["num_key_value_heads"]) for s in ckpt["fangprune_layers"]}
+    assert all(q == kv for q, kv in heads)  # multi-head attention stays multi-head
 
 
 def test_snakefmt_clean():

@@ -12,7 +12,7 @@ smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params
 device = runtime.from_snakemake(smk)
 with timed_step("evaluate_ppl") as step:
-    model = load_pruned(smk.input.checkpoint, dtype=DTYPES[p.dtype])
+    model = load_pruned(smk.input.checkpoint, dtype=DTYPES[p.dtype], device_map=p.device_map)
     tok = load_tokenizer(smk.input.checkpoint)
     text = wikitext2_test(p.data_dir)
     ids = tok(text.text, return_tensors="pt", add_special_tokens=False).input_ids[0]

@@ -10,7 +10,7 @@ smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params
 device = runtime.from_snakemake(smk)
 with timed_step(f"zeroshot {p.task}") as step:
-    model = load_pruned(smk.input.checkpoint, dtype=DTYPES[p.dtype])
+    model = load_pruned(smk.input.checkpoint, dtype=DTYPES[p.dtype], device_map=p.device_map)
     tok = load_tokenizer(smk.input.checkpoint)
     result = run_task(
         model, tok, p.task, data_dir=p.data_dir, limit=p.limit, num_fewshot=p.num_fewshot,

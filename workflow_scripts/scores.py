@@ -12,6 +12,6 @@ device = runtime.from_snakemake(smk)
 with timed_step("scores"):
     calib = load_torch(smk.input.windows)
     clusters = ContextClusters.from_state_dict(load_torch(smk.input.clusters))
-    model = load_model(smk.input.model, dtype=p.dtype)
-    scores, counts = taylor_scores(model, calib["input_ids"], clusters, device, loss=p.loss)
+    model = load_model(smk.input.model, dtype=p.dtype, device_map=p.device_map)
+    scores, counts = taylor_scores(model, calib["input_ids"], clusters, device, loss=p.loss, recompute=p.recompute)
     save_torch(smk.output.scores, {"scores": scores, "counts": counts, "loss": p.loss, "provenance": provenance()})

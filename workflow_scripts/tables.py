@@ -5,19 +5,21 @@ from pathlib import Path
 from fangprune.io import atomic_path, load_torch, read_json, setup_logging
 from fangprune.plots import sparsity_curves
 from fangprune.tables import TITLES, to_csv, to_latex, to_markdown, with_average, write_metrics_csv
-from fangprune.zeroshot.results import evaluation_rows, zeroshot_notes
+from fangprune.zeroshot.results import evaluation_rows, speed_notes, zeroshot_notes
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(smk.log[0])
 ppl = [read_json(f) for f in smk.input.ppl]
 zeroshot = [read_json(f) for f in smk.input.zeroshot]
-rows = with_average(evaluation_rows(ppl, zeroshot))
+speed = [read_json(f) for f in smk.input.speed]
+rows = with_average(evaluation_rows(ppl, zeroshot, speed))
 with atomic_path(smk.output.metrics) as tmp, open(tmp, "w") as fh:
     write_metrics_csv(rows, fh)
 
 notes = sorted({f"PPL: {e['dataset']}, {e['windows']} windows of {e['seqlen']} tokens." for e in ppl})
 notes += [f"Calibration: {c}." for c in sorted({load_torch(f)["source"] for f in smk.input.windows})]
 notes += zeroshot_notes(zeroshot)
+notes += speed_notes(speed)
 for path in smk.output.tables:
     name, ext = Path(path).stem, Path(path).suffix
     if ext == ".md":

@@ -1,21 +1,27 @@
 """Pruned checkpoints: safetensors weights + config.json recording every layer's sizes + pruning.json manifest.
 
-Layers of a pruned model have different head counts and MLP widths, which a stock config cannot express;
-``load_pruned`` rebuilds the architecture from the recorded sizes before loading the weights.
+Layers of a pruned model have different head counts and MLP widths, which a stock transformers config cannot
+express. config.json keeps the base model type and adds ``fangprune_layers``; the small model code in
+``remote/modeling_fangprune.py`` is copied next to the weights and named in ``auto_map``, so both
+``load_pruned(path)`` and ``AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)`` rebuild the
+architecture before loading the weights.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .io import atomic_path
-from .models import decoder_layers, roles
+from .models import SHARD_SIZE, decoder_layers, roles
+from .remote import modeling_fangprune as remote
 
-LAYERS_KEY = "fangprune_layers"
+LAYERS_KEY = remote.LAYERS_KEY
+REMOTE_FILE = Path(remote.__file__)
 
 
 def layer_sizes(model: nn.Module) -> list[dict]:
@@ -34,48 +40,41 @@ def layer_sizes(model: nn.Module) -> list[dict]:
     return out
 
 
-def save_pruned(model: nn.Module, tokenizer, path: str | Path, manifest: dict) -> None:
-    """Write the checkpoint directory atomically (a partial directory never appears under ``path``)."""
-    model.config.update({LAYERS_KEY: layer_sizes(model)})
+def save_pruned(model: nn.Module, tokenizer, path: str | Path, manifest: dict, max_shard_size: str = SHARD_SIZE) -> None:
+    """Write the checkpoint directory atomically (a partial directory never appears under ``path``).
+
+    Shards of at most ``max_shard_size`` bound the serialisation buffer, so saving adds little to peak memory.
+    """
+    mtype = model.config.model_type
+    if mtype not in remote.CLASSES:
+        raise ValueError(f"cannot write a pruned checkpoint for architecture {mtype!r}; supported: {', '.join(remote.CLASSES)}")
+    model.config.update({
+        LAYERS_KEY: layer_sizes(model),
+        "auto_map": {"AutoModelForCausalLM": f"{REMOTE_FILE.stem}.{remote.CLASSES[mtype].__name__}"},
+    })
     with atomic_path(path, directory=True) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, max_shard_size=max_shard_size)
+        shutil.copyfile(REMOTE_FILE, tmp / REMOTE_FILE.name)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / "pruning.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _empty_linear(lin: nn.Linear, out_f: int, in_f: int, bias: bool) -> nn.Linear:
-    return nn.Linear(in_f, out_f, bias=bias, dtype=lin.weight.dtype)
+def load_pruned(
+    path: str | Path, dtype: torch.dtype = torch.float32, device_map: str | dict | None = None
+) -> nn.Module:
+    """Load a checkpoint written by ``save_pruned`` (or any plain HF directory) with the package's model code.
 
-
-def load_pruned(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Load a checkpoint written by ``save_pruned`` (or any plain HF directory)."""
-    from safetensors.torch import load_file
+    ``device_map`` spreads it over the visible GPUs (ignored without CUDA), as in ``models.load_model``.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
+    kwargs = {"device_map": device_map} if device_map is not None and torch.cuda.is_available() else {}
     config = AutoConfig.from_pretrained(path)
-    sizes = getattr(config, LAYERS_KEY, None)
-    if sizes is None:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    for layer, s in zip(decoder_layers(model), sizes):
-        r = roles(layer)
-        hd, hidden = r.head_dim, r.o.out_features
-        attn, mlp = r.attn, r.mlp
-        attn.q_proj = _empty_linear(r.q, s["num_attention_heads"] * hd, hidden, r.q.bias is not None)
-        attn.k_proj = _empty_linear(r.k, s["num_key_value_heads"] * hd, hidden, r.k.bias is not None)
-        attn.v_proj = _empty_linear(r.v, s["num_key_value_heads"] * hd, hidden, r.v.bias is not None)
-        attn.o_proj = _empty_linear(r.o, hidden, s["num_attention_heads"] * hd, s["o_proj_bias"])
-        mlp.gate_proj = _empty_linear(r.gate, s["intermediate_size"], hidden, r.gate.bias is not None)
-        mlp.up_proj = _empty_linear(r.up, s["intermediate_size"], hidden, r.up.bias is not None)
-        mlp.down_proj = _empty_linear(r.down, hidden, s["intermediate_size"], s["down_proj_bias"])
-    state = {}
-    for f in sorted(path.glob("*.safetensors")):
-        state.update(load_file(f))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {k for k in missing if k.endswith("lm_head.weight")} if config.tie_word_embeddings else set()
-    if set(missing) - tied or unexpected:
-        raise RuntimeError(f"checkpoint {path} does not match its config: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
-    return model.to(dtype).eval()
+    if getattr(config, LAYERS_KEY, None) is None:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).eval()
+    if config.model_type not in remote.CLASSES:
+        raise ValueError(f"{path}: unsupported architecture {config.model_type!r}")
+    model = remote.CLASSES[config.model_type].from_pretrained(path, dtype=dtype, **kwargs)
+    return model.eval()

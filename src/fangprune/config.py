@@ -83,9 +83,15 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
     if check_sources:
         for name, entry in config["models"].items():
             try:
-                resolve_source(entry["source"])
+                src = resolve_source(entry["source"])
             except FileNotFoundError as exc:
                 raise ConfigError(f"config key 'models.{name}.source': {exc}") from None
+            mtype = _local_model_type(src)
+            if mtype is not None and mtype not in SUPPORTED_MODEL_TYPES:
+                raise ConfigError(
+                    f"config key 'models.{name}.source': unsupported architecture {mtype!r}; "
+                    f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+                )
     _check_zeroshot(config)
     config["_methods_resolved"] = resolved
     return config
@@ -125,14 +131,39 @@ def load_config(path: str | os.PathLike, *, check_sources: bool = True) -> dict:
     return validate_config(config, check_sources=check_sources)
 
 
+#: Decoder architectures whose layers fangprune reaches by role (attention q/k/v/o, MLP gate/up/down, norms).
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def _local_model_type(src: dict) -> str | None:
+    """model_type from a local directory's config.json (None for hub ids, GGUF files and random models)."""
+    if src["kind"] != "dir":
+        return None
+    cfg = Path(src["path"]) / "config.json"
+    if not cfg.exists():
+        return None
+    import json
+
+    return json.loads(cfg.read_text()).get("model_type")
+
+
+#: Tiny random models for tests and CI: name -> (architecture, config overrides of testing.tiny_config).
+RANDOM_MODELS = {
+    "llama": ("llama", {}),  # GQA 4 query / 2 KV heads
+    "llama-mha": ("llama", {"num_key_value_heads": 4}),  # LLaMA-1/2 style multi-head attention
+    "qwen2": ("qwen2", {}),  # GQA with q/k/v biases
+    "mistral": ("mistral", {}),
+}
+
+
 def resolve_source(source: str) -> dict[str, str | None]:
     """Classify a model source. Returns {kind: hub|dir|gguf|random, path, gguf_file}; raises FileNotFoundError
-    for a local path that does not exist. ``random:llama`` / ``random:qwen2`` is a tiny random model (tests, CI)."""
+    for a local path that does not exist. ``random:<name>`` is a tiny random model (tests, CI; see RANDOM_MODELS)."""
     if source.startswith("random:"):
-        arch = source[7:]
-        if arch not in ("llama", "qwen2"):
-            raise FileNotFoundError(f"random models exist for llama and qwen2, not {arch!r}")
-        return {"kind": "random", "path": arch, "gguf_file": None}
+        name = source[7:]
+        if name not in RANDOM_MODELS:
+            raise FileNotFoundError(f"random models exist for {', '.join(RANDOM_MODELS)}, not {name!r}")
+        return {"kind": "random", "path": name, "gguf_file": None}
     if source.startswith("pkg:"):
         pkg, _, rel = source[4:].partition("/")
         spec = importlib.util.find_spec(pkg)

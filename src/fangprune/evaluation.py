@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .models import place
+
 
 @torch.no_grad()
 def perplexity(
@@ -25,7 +27,8 @@ def perplexity(
     if max_windows is not None:
         n = min(n, max_windows)
     windows = token_ids[: n * seqlen].reshape(n, seqlen)
-    model.to(device).eval()
+    device = place(model, device)
+    model.eval()
     nll, count = 0.0, 0
     for i in tqdm(range(0, n, batch_size), desc="perplexity", mininterval=5):
         ids = windows[i : i + batch_size].to(device)

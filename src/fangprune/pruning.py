@@ -15,6 +15,7 @@ from torch import nn
 
 from .engine import LayerwiseEngine, input_hooks
 from .models import LayerRoles, block_params, count_params, decoder_layers, roles
+from .surgery import query_units
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,22 @@ def summarise(model: nn.Module, layers: list[dict], dense_params: int, dense_blo
     }
 
 
-def unit_budget(r: LayerRoles, sp: float) -> int:
-    """KV groups removed at sparsity ``sp``: floor(sp * #groups), never all of them."""
-    return min(math.floor(sp * r.num_kv_heads + 1e-9), r.num_kv_heads - 1)
+def unit_budget(r: LayerRoles, sp: float, head_unit: str = "kv_group") -> int:
+    """Head units removed at sparsity ``sp``: floor(sp * #units), never all of them.
+
+    A unit is a KV group, or with ``head_unit="query_head"`` one query head from every KV group.
+    """
+    n = r.heads_per_group if query_units(r, head_unit) else r.num_kv_heads
+    return min(math.floor(sp * n + 1e-9), n - 1)
 
 
-def channel_budget(r: LayerRoles, sp: float, n_units: int) -> int:
-    """MLP channels to remove so the layer loses sp of its parameters when n_units KV groups go."""
-    spend = sp * (r.attention_params() + r.mlp_params()) - n_units * r.kv_unit_params()
+def unit_params(r: LayerRoles, head_unit: str = "kv_group") -> int:
+    return r.query_unit_params() if query_units(r, head_unit) else r.kv_unit_params()
+
+
+def channel_budget(r: LayerRoles, sp: float, n_units: int, head_unit: str = "kv_group") -> int:
+    """MLP channels to remove so the layer loses sp of its parameters when n_units head units go."""
+    spend = sp * (r.attention_params() + r.mlp_params()) - n_units * unit_params(r, head_unit)
     return max(0, round(spend / r.channel_params()))
 
 
@@ -70,12 +79,13 @@ def layer_budget(r: LayerRoles, sp: float, method: dict, max_channels: int) -> t
     rest of the layer's parameter budget sp * (attention + MLP params). ``"per_module"`` (reference): the same
     ratio for heads (floor) and channels (floor).
     """
-    n_units = unit_budget(r, sp) if method["prune_attention"] else 0
+    head_unit = method.get("head_unit", "kv_group")
+    n_units = unit_budget(r, sp, head_unit) if method["prune_attention"] else 0
     n = r.intermediate_size
     if method["module_balance"] == "per_module":
         n_channels = math.floor(sp * n + 1e-9)
     else:
-        n_channels = channel_budget(r, sp, n_units)
+        n_channels = channel_budget(r, sp, n_units, head_unit)
     if n_channels > max_channels:
         raise ValueError(
             f"sparsity {sp:.3f} needs {n_channels} of {n} MLP channels but at most {max_channels} can be removed"

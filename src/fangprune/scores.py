@@ -6,20 +6,25 @@ with h the down_proj input (the intermediate activation) and T_k the calibration
 in context k. ``loss="full"`` (paper) uses the LM loss of every token; ``loss="last_token"`` reproduces the
 reference code, whose calibration targets label only the last token of each window.
 
-Memory: one window at a time; weights are frozen (no weight gradients are stored), so the backward pass needs
-only the activations autograd keeps anyway.
+Memory: one window at a time and weights frozen, so no weight gradients are stored (the reference keeps them:
+~80 GB on a 7B model). With ``recompute=True`` each decoder layer runs under non-reentrant activation
+checkpointing, so the backward holds one layer's internals at a time instead of every layer's; the scores are
+unchanged (tested).
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from functools import partial
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from torch import nn
 from tqdm.auto import tqdm
 
 from .clustering import ContextClusters
-from .models import decoder_layers, roles
+from .models import decoder_layers, place, roles
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +35,23 @@ def taylor_scores(
     clusters: ContextClusters,
     device: torch.device,
     loss: str = "full",
+    recompute: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (scores [L, K, N_n], token counts [L, K]); scores are means over each context's tokens."""
+    """Return (scores [L, K, N_n], token counts [L, K]); scores are means over each context's tokens.
+
+    ``recompute`` trades one extra forward per layer for activation memory (layer-wise recomputation).
+    """
     if loss not in ("full", "last_token"):
         raise ValueError(f"unknown score loss {loss!r}")
-    model.to(device)
+    device = place(model, device)
     layers = decoder_layers(model)
     k = clusters.k
-    sums = [torch.zeros(k, roles(l).intermediate_size, dtype=torch.float64, device=device) for l in layers]
-    counts = torch.zeros(len(layers), k, dtype=torch.float64, device=device)
+    # per-layer accumulators live beside their layer, which may sit on another GPU under a device_map
+    at = [roles(l).down.weight.device for l in layers]
+    sums = [torch.zeros(k, roles(l).intermediate_size, dtype=torch.float64, device=d) for l, d in zip(layers, at)]
+    counts = [torch.zeros(k, dtype=torch.float64, device=d) for d in at]
     ids_of: dict[int, torch.Tensor] = {}
+    hooked: set[int] = set()  # recomputation re-runs the forward hooks; count each activation once
     was_grad = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -47,13 +59,17 @@ def taylor_scores(
 
     def on_mlp_input(idx):
         def hook(module, args):
-            ids_of[idx] = clusters.assign(idx, args[0].detach())
+            if idx not in ids_of:
+                ids_of[idx] = clusters.assign(idx, args[0].detach())
 
         return hook
 
     def on_down_input(idx):
         def hook(module, args):
             h = args[0]
+            if idx in hooked or not h.requires_grad:
+                return
+            hooked.add(idx)
 
             def on_grad(g, _h=h.detach(), _idx=idx):
                 contrib = (g.float() * _h.float()).abs().reshape(-1, _h.shape[-1])
@@ -74,18 +90,36 @@ def taylor_scores(
         handles.append(r.down.register_forward_pre_hook(on_down_input(idx)))
     handles.append(model.get_input_embeddings().register_forward_hook(on_embeddings))
     try:
-        for i in tqdm(range(windows.shape[0]), desc="taylor scores", mininterval=5):
-            ids = windows[i : i + 1].to(device)
-            labels = ids.clone()
-            if loss == "last_token":
-                labels[:, :-1] = -100
-            out = model(input_ids=ids, labels=labels, use_cache=False)
-            out.loss.backward()
-            ids_of.clear()
+        with _recomputed(layers, recompute):
+            for i in tqdm(range(windows.shape[0]), desc="taylor scores", mininterval=5):
+                ids = windows[i : i + 1].to(device)
+                labels = ids.clone()
+                if loss == "last_token":
+                    labels[:, :-1] = -100
+                out = model(input_ids=ids, labels=labels, use_cache=False)
+                out.loss.backward()
+                ids_of.clear()
+                hooked.clear()
     finally:
         for h in handles:
             h.remove()
         for p, g in zip(model.parameters(), was_grad):
             p.requires_grad_(g)
-    scores = torch.stack([s / counts[i].clamp(min=1).unsqueeze(1) for i, s in enumerate(sums)])
-    return scores.float().cpu(), counts.cpu()
+    scores = torch.stack([(s / c.clamp(min=1).unsqueeze(1)).cpu() for s, c in zip(sums, counts)])
+    return scores.float(), torch.stack([c.cpu() for c in counts])
+
+
+@contextmanager
+def _recomputed(layers, enabled: bool):
+    """Wrap each decoder layer's forward in non-reentrant activation checkpointing while the context is open."""
+    if not enabled:
+        yield
+        return
+    originals = [layer.forward for layer in layers]
+    for layer, fwd in zip(layers, originals):
+        layer.forward = partial(checkpoint, fwd, use_reentrant=False)
+    try:
+        yield
+    finally:
+        for layer, fwd in zip(layers, originals):
+            layer.forward = fwd

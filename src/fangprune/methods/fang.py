@@ -63,7 +63,9 @@ class OFangPruner:
     def prune(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
         out = {}
         if n_units:
-            out.update(prune_attention_obc(r, self.attn.H, n_units, self.params["percdamp"]))
+            out.update(prune_attention_obc(
+                r, self.attn.H, n_units, self.params["percdamp"], self.params.get("head_unit", "kv_group")
+            ))
         per_group = split_evenly(n_channels, len(self.groups))
         W = r.down.weight.data
         pruned_all = []

@@ -14,7 +14,15 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
-from ..surgery import complement, keep_channels, keep_kv_groups, kv_group_columns
+from ..surgery import (
+    complement,
+    head_columns,
+    keep_channels,
+    keep_kv_groups,
+    keep_query_heads,
+    kv_group_columns,
+    query_units,
+)
 
 
 def dampened_inverse(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
@@ -86,11 +94,34 @@ class HessianAccumulator:
         self.tokens += x.shape[0]
 
 
-def prune_attention_obc(r: LayerRoles, H: torch.Tensor, n_units: int, percdamp: float) -> dict:
-    """Remove the n_units KV groups of lowest block saliency on o_proj, compensate o_proj, slice q/k/v/o."""
+def lowest_per_group(scores: torch.Tensor, heads_per_group: int, n: int) -> torch.Tensor:
+    """Query heads to remove: the n lowest-scoring heads inside every KV group (sorted)."""
+    groups = scores.reshape(-1, heads_per_group)
+    local = torch.argsort(groups, dim=1, stable=True)[:, :n].cpu()
+    base = torch.arange(groups.shape[0]).unsqueeze(1) * heads_per_group
+    return (local + base).reshape(-1).sort().values
+
+
+def prune_query_heads_obc(r: LayerRoles, H: torch.Tensor, n_per_group: int, percdamp: float) -> dict:
+    """Remove the n_per_group query heads of lowest block saliency inside every KV group; compensate o_proj."""
+    Hinv = dampened_inverse(H, percdamp)
+    blocks = [head_columns(torch.tensor([h]), r.head_dim) for h in range(r.num_heads)]
+    pruned = lowest_per_group(block_saliency(r.o.weight.data, Hinv, blocks), r.heads_per_group, n_per_group)
+    cols = head_columns(pruned, r.head_dim)
+    dev = r.o.weight.device
+    r.o.weight.data = obs_compensate(r.o.weight.data, Hinv.to(dev), cols.to(dev))
+    kept = complement(r.num_heads, pruned)
+    keep_query_heads(r, kept)
+    return {"kept_query_heads": kept.tolist(), "pruned_query_heads": pruned.tolist()}
+
+
+def prune_attention_obc(r: LayerRoles, H: torch.Tensor, n_units: int, percdamp: float, head_unit: str = "kv_group") -> dict:
+    """Remove the n_units head units of lowest block saliency on o_proj, compensate o_proj, slice q/k/v/o."""
     units = r.num_kv_heads
     if n_units <= 0:
         return {"kept_kv_heads": list(range(units)), "pruned_kv_heads": []}
+    if query_units(r, head_unit):
+        return prune_query_heads_obc(r, H, n_units, percdamp)
     Hinv = dampened_inverse(H, percdamp)
     blocks = [kv_group_columns(r, torch.tensor([u])) for u in range(units)]
     sal = block_saliency(r.o.weight.data, Hinv, blocks)
@@ -136,6 +167,8 @@ class OBCPruner:
     def prune(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
         out = {}
         if n_units:
-            out.update(prune_attention_obc(r, self.acc["o"].H, n_units, self.params["percdamp"]))
+            out.update(prune_attention_obc(
+                r, self.acc["o"].H, n_units, self.params["percdamp"], self.params.get("head_unit", "kv_group")
+            ))
         out.update(prune_channels_obc(r, self.acc["down"].H, n_channels, self.params["percdamp"]))
         return out

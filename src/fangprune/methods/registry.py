@@ -32,6 +32,18 @@ _COMMON = {
 }
 
 
+HEAD_UNIT = {
+    "head_unit": {
+        "enum": ["kv_group", "query_head"],
+        "description": (
+            "Unit of head removal. kv_group (default): a KV head with all the query heads sharing it. "
+            "query_head: query heads inside each KV group, the same number from every group (K/V kept), so "
+            "the layer keeps a uniform GQA ratio. Multi-head attention has one query head per group: both agree."
+        ),
+    },
+}
+
+
 @dataclass(frozen=True)
 class AlgorithmSpec:
     name: str
@@ -60,6 +72,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             "prune_attention": True,
             "module_balance": "layer_params",
         },
+        schema=HEAD_UNIT,
     ),
     "o-fang": AlgorithmSpec(
         name="o-fang",
@@ -76,6 +89,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         },
         schema={
             "tau": {"type": "number", "exclusiveMinimum": 0, "description": "Softmax temperature of alpha (Eq. 6)."},
+            **HEAD_UNIT,
         },
     ),
     "flap": AlgorithmSpec(
@@ -127,12 +141,14 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         summary="Structured Wanda: mean |W| x input norm per channel, uniform, sequential.",
         uses_groups=False,
         defaults={"allocation": "uniform", "prune_attention": True, "module_balance": "layer_params"},
+        schema=HEAD_UNIT,
     ),
     "mag-sp": AlgorithmSpec(
         name="mag-sp",
         summary="Structured magnitude: column norm per channel, uniform.",
         uses_groups=False,
         defaults={"allocation": "uniform", "prune_attention": True, "module_balance": "layer_params"},
+        schema=HEAD_UNIT,
     ),
 }
 

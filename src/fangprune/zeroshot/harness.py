@@ -8,6 +8,7 @@ from importlib.metadata import version
 
 import torch
 
+from ..models import place
 from .tasks import TaskSpec, paper_metric, task_specs
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,8 @@ log = logging.getLogger(__name__)
 def _lm(model, tokenizer, batch_size: int, device: torch.device, max_length: int | None):
     from lm_eval.models.huggingface import HFLM
 
-    model.to(device).eval()
+    device = place(model, device)
+    model.eval()
     return HFLM(
         pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device), max_length=max_length
     )

@@ -6,7 +6,7 @@ from .local_data import APPROXIMATE
 from .tasks import DISPLAY
 
 
-def evaluation_rows(ppl: list[dict], zeroshot: list[dict]) -> list[dict]:
+def evaluation_rows(ppl: list[dict], zeroshot: list[dict], speed: list[dict] = ()) -> list[dict]:
     """Rows (model, method, sparsity, metric, value) from perplexity and zero-shot result files.
 
     Zero-shot metrics: ``<task>`` is the paper's column (acc_norm where present, else acc), ``<task>/acc`` and
@@ -30,7 +30,36 @@ def evaluation_rows(ppl: list[dict], zeroshot: list[dict]) -> list[dict]:
                 rows.append({**key, "metric": f"{task}/{name}", "value": e["metrics"][name]})
         for category, c in (e.get("categories") or {}).items():
             rows.append({**key, "metric": f"{task}/{category}", "value": c["acc"]})
-    return rows
+    for e in speed:
+        key = {"model": e["model"], "method": e["method"], "sparsity": float(e["sparsity"])}
+        for metric in ("disk_ratio", "prefill_speedup", "decode_speedup"):
+            rows.append({**key, "metric": metric, "value": e[metric]})
+        rows.append({**key, "metric": "disk_mb", "value": e["pruned"]["disk_bytes"] / 1e6})
+        dense = {"model": e["model"], "method": "dense", "sparsity": 0.0}
+        rows.append({**dense, "metric": "disk_mb", "value": e["dense"]["disk_bytes"] / 1e6})
+    return _dedupe(rows)
+
+
+def _dedupe(rows: list[dict]) -> list[dict]:
+    # the dense model's size arrives once per speed file; keep one row per key
+    seen, out = set(), []
+    for r in rows:
+        k = (r["model"], r["method"], r["sparsity"], r["metric"])
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out
+
+
+def speed_notes(speed: list[dict]) -> list[str]:
+    if not speed:
+        return []
+    e = speed[0]
+    return [
+        f"Speed: pruned vs dense tokens/s in one process ({e['device']}, {e['threads']} threads, {e['dtype']}); "
+        f"prefill of {e['batch_size']} x {e['prompt_len']} tokens, {e['decode_tokens']} cached decode steps; "
+        "medians of alternating runs. Size = safetensors bytes on disk."
+    ]
 
 
 def zeroshot_notes(zeroshot: list[dict]) -> list[str]:

@@ -1,0 +1,21 @@
+rule costs:
+    input:
+        TABLES,
+        PLOT,
+    output:
+        csv=report(COSTS[0], category="Costs"),
+        md=report(COSTS[1], category="Costs"),
+    log:
+        "logs/costs/costs.log",
+    benchmark:
+        "benchmarks/costs/costs.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: 1
+    resources:
+        **cpu_resources(),
+    params:
+        benchmarks="benchmarks",
+        models=MODELS,
+    script:
+        "../workflow_scripts/costs.py"

@@ -1,0 +1,30 @@
+from fangprune.costs import cost_rows, read_benchmarks, to_csv, to_markdown
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def bench(path, s, rss, cpu):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + f"{s}\t0:00:00\t{rss}\t0\t0\t0\t0\t0\t0\t{cpu}\n")
+
+
+def test_costs_sum_time_and_take_peak_memory_per_rule_and_model(tmp_path):
+    b = tmp_path / "benchmarks"
+    bench(b / "prune/m1/obc/sp0.20.tsv", 10.0, 500.0, 9.0)
+    bench(b / "prune/m1/obc/sp0.40.tsv", 30.0, 700.0, 25.0)
+    bench(b / "prune/m2/obc/sp0.20.tsv", 5.0, 100.0, 4.0)
+    bench(b / "prepare_model/m1.tsv", 2.0, "-", 1.5)  # too short for a memory sample
+    bench(b / "tables/tables.tsv", 1.0, 50.0, 1.0)
+    bench(b / "prune/other/obc/sp0.20.tsv", 99.0, 9999.0, 99.0)  # another sweep's model: left out
+    rows = {(r["rule"], r["model"]): r for r in cost_rows(read_benchmarks(b, ["m1", "m2"]))}
+    assert rows[("prune", "m1")] == {"rule": "prune", "model": "m1", "jobs": 2, "wall_s": 40.0, "cpu_s": 34.0,
+                                     "max_rss_mb": 700.0, "max_job_wall_s": 30.0}
+    assert rows[("prepare_model", "m1")]["max_rss_mb"] is None
+    assert rows[("tables", "-")]["jobs"] == 1
+    assert rows[("total", "m1")]["wall_s"] == 42.0 and rows[("total", "m1")]["max_rss_mb"] == 700.0
+    assert rows[("total", "all")]["jobs"] == 5 and rows[("total", "all")]["wall_s"] == 48.0
+    assert ("prune", "other") not in rows
+    assert to_csv(list(rows.values())).splitlines()[0] == "rule,model,jobs,wall_s,cpu_s,max_rss_mb,max_job_wall_s"
+    md = to_markdown(cost_rows(read_benchmarks(b, ["m1", "m2"])))
+    assert "| prune | m1 | 2 | 40.0 | 34.0 | 700 | 30.0 |" in md
+    assert md.splitlines()[-1] == "| **total** | **all** | **5** | **48.0** | **40.5** | **700** | **30.0** |"
