@@ -58,11 +58,11 @@ def read_benchmarks(root: str | Path, models: list[str]) -> list[Benchmark]:
 
 def cost_rows(benchmarks: list[Benchmark]) -> list[dict]:
     """Per (rule, model): job count, summed wall and CPU seconds, largest RSS and longest job; then per-model and
-    overall totals (rule ``total``)."""
+    overall totals (rule ``total``; model-less rules such as ``tables`` count only in the overall one)."""
     groups: dict[tuple[str, str], list[Benchmark]] = {}
     for b in benchmarks:
         groups.setdefault((b.rule, b.model), []).append(b)
-    for model in sorted({b.model for b in benchmarks}):
+    for model in sorted({b.model for b in benchmarks} - {"-"}):
         groups[("total", model)] = [b for b in benchmarks if b.model == model]
     if benchmarks:
         groups[("total", "all")] = list(benchmarks)
