@@ -170,11 +170,9 @@ def method_params(model, method):
 
 
 RESOURCES = config["resources"]
-_SITE = {
-    key: value
-    for key, value in (("slurm_account", RESOURCES["slurm_account"]),)
-    if value is not None
-}
+_SITE = (
+    {"slurm_account": RESOURCES["slurm_account"]} if RESOURCES["slurm_account"] else {}
+)
 
 
 def _gpu_count(whole_model):

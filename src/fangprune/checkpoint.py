@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .io import atomic_path
-from .models import SHARD_SIZE, decoder_layers, roles
+from .models import SHARD_SIZE, decoder_layers, device_map_kwargs, roles
 from .remote import modeling_fangprune as remote
 
 LAYERS_KEY = remote.LAYERS_KEY
@@ -70,7 +70,7 @@ def load_pruned(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
-    kwargs = {"device_map": device_map} if device_map is not None and torch.cuda.is_available() else {}
+    kwargs = device_map_kwargs(device_map)
     config = AutoConfig.from_pretrained(path)
     if getattr(config, LAYERS_KEY, None) is None:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).eval()

@@ -63,6 +63,16 @@ def _supports_disable_mmap() -> bool:
     return "disable_mmap" in inspect.signature(PreTrainedModel.from_pretrained).parameters
 
 
+def device_map_kwargs(device_map: str | dict | None) -> dict:
+    """``from_pretrained`` arguments for an accelerate device map; none without CUDA, so one config runs anywhere."""
+    if device_map is None:
+        return {}
+    if not torch.cuda.is_available():
+        log.info("device_map=%r ignored: no CUDA device", device_map)
+        return {}
+    return {"device_map": device_map}
+
+
 def load_model(
     source: str, dtype: str = "float32", revision: str | None = None, device_map: str | dict | None = None
 ) -> nn.Module:
@@ -80,11 +90,7 @@ def load_model(
     kwargs = {"gguf_file": src["gguf_file"]} if src["gguf_file"] else {}
     if src["kind"] == "dir" and _supports_disable_mmap():
         kwargs["disable_mmap"] = True
-    if device_map is not None:
-        if torch.cuda.is_available():
-            kwargs["device_map"] = device_map
-        else:
-            log.info("device_map=%r ignored: no CUDA device", device_map)
+    kwargs.update(device_map_kwargs(device_map))
     model = AutoModelForCausalLM.from_pretrained(
         src["path"], revision=revision, dtype=DTYPES[dtype], low_cpu_mem_usage=True, **kwargs
     )

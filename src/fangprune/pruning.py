@@ -15,7 +15,7 @@ from torch import nn
 
 from .engine import LayerwiseEngine, input_hooks
 from .models import LayerRoles, block_params, count_params, decoder_layers, roles
-from .surgery import query_units
+from .surgery import DEFAULT_HEAD_UNIT, head_unit_of, query_units
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def summarise(model: nn.Module, layers: list[dict], dense_params: int, dense_blo
     }
 
 
-def unit_budget(r: LayerRoles, sp: float, head_unit: str = "kv_group") -> int:
+def unit_budget(r: LayerRoles, sp: float, head_unit: str = DEFAULT_HEAD_UNIT) -> int:
     """Head units removed at sparsity ``sp``: floor(sp * #units), never all of them.
 
     A unit is a KV group, or with ``head_unit="query_head"`` one query head from every KV group.
@@ -62,11 +62,11 @@ def unit_budget(r: LayerRoles, sp: float, head_unit: str = "kv_group") -> int:
     return min(math.floor(sp * n + 1e-9), n - 1)
 
 
-def unit_params(r: LayerRoles, head_unit: str = "kv_group") -> int:
+def unit_params(r: LayerRoles, head_unit: str = DEFAULT_HEAD_UNIT) -> int:
     return r.query_unit_params() if query_units(r, head_unit) else r.kv_unit_params()
 
 
-def channel_budget(r: LayerRoles, sp: float, n_units: int, head_unit: str = "kv_group") -> int:
+def channel_budget(r: LayerRoles, sp: float, n_units: int, head_unit: str = DEFAULT_HEAD_UNIT) -> int:
     """MLP channels to remove so the layer loses sp of its parameters when n_units head units go."""
     spend = sp * (r.attention_params() + r.mlp_params()) - n_units * unit_params(r, head_unit)
     return max(0, round(spend / r.channel_params()))
@@ -79,7 +79,7 @@ def layer_budget(r: LayerRoles, sp: float, method: dict, max_channels: int) -> t
     rest of the layer's parameter budget sp * (attention + MLP params). ``"per_module"`` (reference): the same
     ratio for heads (floor) and channels (floor).
     """
-    head_unit = method.get("head_unit", "kv_group")
+    head_unit = head_unit_of(method)
     n_units = unit_budget(r, sp, head_unit) if method["prune_attention"] else 0
     n = r.intermediate_size
     if method["module_balance"] == "per_module":

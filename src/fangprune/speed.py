@@ -64,15 +64,16 @@ def compare_speed(
     """Median prefill and decode throughput (tokens/s) of each model, measured alternately on the same input."""
     vocab = vocab_size or min(m.config.vocab_size for m in models.values())
     ids = torch.randint(0, vocab, (batch_size, prompt_len), generator=torch.Generator().manual_seed(seed))
-    for m in models.values():
-        ids = ids.to(place(m, device))
+    inputs = {}  # the same tokens on each model's input device (models under a device_map may differ)
+    for name, m in models.items():
+        inputs[name] = ids.to(place(m, device))
         m.eval()
-        _prefill_s(m, ids[:, : min(16, prompt_len)])  # warm-up: kernels, allocator
+        _prefill_s(m, inputs[name][:, : min(16, prompt_len)])  # warm-up: kernels, allocator
     times = {name: {"prefill": [], "decode": []} for name in models}
     for _ in range(repeats):
         for name, m in models.items():
-            times[name]["prefill"].append(_prefill_s(m, ids))
-            times[name]["decode"].append(_decode_s(m, ids, decode_tokens))
+            times[name]["prefill"].append(_prefill_s(m, inputs[name]))
+            times[name]["decode"].append(_decode_s(m, inputs[name], decode_tokens))
     out = {}
     for name, m in models.items():
         pre, dec = statistics.median(times[name]["prefill"]), statistics.median(times[name]["decode"])

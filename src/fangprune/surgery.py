@@ -60,6 +60,15 @@ def keep_kv_groups(r: LayerRoles, kept_kv: torch.Tensor) -> None:
             setattr(attn, name, value)
 
 
+DEFAULT_HEAD_UNIT = "kv_group"
+
+
+def head_unit_of(params: dict) -> str:
+    """A method's head unit. Not among the registry defaults, so parameter sets (and the checkpoints and rerun
+    decisions keyed on them) written before the option existed stay unchanged."""
+    return params.get("head_unit", DEFAULT_HEAD_UNIT)
+
+
 def query_units(r: LayerRoles, head_unit: str) -> bool:
     """Whether heads go as query heads within groups (only meaningful with several query heads per KV head)."""
     if head_unit not in ("kv_group", "query_head"):

@@ -139,6 +139,21 @@ def _layout(rows: list[dict], name: str):
             yield model, columns, keys, by_key, marks(by_key, keys, columns)
 
 
+#: How each output marks the best and second-best cell, and escapes cell text.
+_MARKDOWN = {"best": "**{}**", "second": "<u>{}</u>"}
+_LATEX = {"best": "\\textbf{{{}}}", "second": "\\underline{{{}}}"}
+
+
+def _cells(key: tuple, columns: list[Column], by_key: dict, mk: dict, styles: dict, escape=lambda t: t) -> list[str]:
+    """The formatted cells of one row, wrapped per ``styles`` where ``marks`` ranked them."""
+    cells = []
+    for c in columns:
+        text = escape(_fmt(c, by_key[key].get(c.metric)))
+        mark = mk.get((key, c.metric))
+        cells.append(styles[mark].format(text) if mark else text)
+    return cells
+
+
 def to_markdown(rows: list[dict], name: str, title: str, notes: list[str] | None = None) -> str:
     out = io.StringIO()
     out.write(f"## {title}\n\n")
@@ -147,11 +162,7 @@ def to_markdown(rows: list[dict], name: str, title: str, notes: list[str] | None
         out.write("| Method | Sparsity | " + " | ".join(c.header for c in columns) + " |\n")
         out.write("|---|---:|" + "---:|" * len(columns) + "\n")
         for k in keys:
-            cells = []
-            for c in columns:
-                text = _fmt(c, by_key[k].get(c.metric))
-                mark = mk.get((k, c.metric))
-                cells.append(f"**{text}**" if mark == "best" else f"<u>{text}</u>" if mark == "second" else text)
+            cells = _cells(k, columns, by_key, mk, _MARKDOWN)
             out.write(f"| {k[1]} | {k[2]:.0%} | " + " | ".join(cells) + " |\n")
         out.write("\n")
     for note in notes or []:
@@ -178,11 +189,7 @@ def to_latex(rows: list[dict], name: str, title: str, notes: list[str] | None = 
             if previous is not None and k[2] != previous:
                 out.write("\\midrule\n")
             previous = k[2]
-            cells = []
-            for c in columns:
-                text = _tex(_fmt(c, by_key[k].get(c.metric)))
-                mark = mk.get((k, c.metric))
-                cells.append(f"\\textbf{{{text}}}" if mark == "best" else f"\\underline{{{text}}}" if mark == "second" else text)
+            cells = _cells(k, columns, by_key, mk, _LATEX, _tex)
             out.write(f"{_tex(k[1])} & {_tex(f'{k[2]:.0%}')} & " + " & ".join(cells) + " \\\\\n")
         out.write("\\bottomrule\n\\end{tabular}\n\\end{table}\n\n")
     for note in notes or []:
@@ -209,7 +216,3 @@ TITLES = {
     "table2": "Table 2: zero-shot accuracy (%) per task",
     "table4": "Table 4: MMLU accuracy (%)",
 }
-
-
-def table1_markdown(rows: list[dict], notes: list[str] | None = None) -> str:
-    return to_markdown(with_average(rows), "table1", TITLES["table1"], notes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
-from ..surgery import complement, keep_channels, keep_kv_groups, keep_query_heads, query_units
+from ..surgery import complement, head_unit_of, keep_channels, keep_kv_groups, keep_query_heads, query_units
 from .flap import unit_scores
 from .obc import lowest, lowest_per_group
 
@@ -35,7 +35,7 @@ class _ChannelScorePruner:
 
     def prune(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
         out = {}
-        if n_units and query_units(r, self.params.get("head_unit", "kv_group")):
+        if n_units and query_units(r, head_unit_of(self.params)):
             per_head = self.score("o", r.o.weight.data).reshape(r.num_heads, -1).sum(1)
             kept = complement(r.num_heads, lowest_per_group(per_head, r.heads_per_group, n_units))
             keep_query_heads(r, kept)

@@ -14,7 +14,7 @@ import torch
 from ..models import LayerRoles
 from ..grouping import split_evenly
 from ..reweighting import alpha_weights
-from ..surgery import complement, keep_channels
+from ..surgery import complement, head_unit_of, keep_channels
 from .obc import (
     HessianAccumulator,
     column_saliency,
@@ -64,7 +64,7 @@ class OFangPruner:
         out = {}
         if n_units:
             out.update(prune_attention_obc(
-                r, self.attn.H, n_units, self.params["percdamp"], self.params.get("head_unit", "kv_group")
+                r, self.attn.H, n_units, self.params["percdamp"], head_unit_of(self.params)
             ))
         per_group = split_evenly(n_channels, len(self.groups))
         W = r.down.weight.data

@@ -15,8 +15,10 @@ import torch
 
 from ..models import LayerRoles
 from ..surgery import (
+    DEFAULT_HEAD_UNIT,
     complement,
     head_columns,
+    head_unit_of,
     keep_channels,
     keep_kv_groups,
     keep_query_heads,
@@ -115,7 +117,7 @@ def prune_query_heads_obc(r: LayerRoles, H: torch.Tensor, n_per_group: int, perc
     return {"kept_query_heads": kept.tolist(), "pruned_query_heads": pruned.tolist()}
 
 
-def prune_attention_obc(r: LayerRoles, H: torch.Tensor, n_units: int, percdamp: float, head_unit: str = "kv_group") -> dict:
+def prune_attention_obc(r: LayerRoles, H: torch.Tensor, n_units: int, percdamp: float, head_unit: str = DEFAULT_HEAD_UNIT) -> dict:
     """Remove the n_units head units of lowest block saliency on o_proj, compensate o_proj, slice q/k/v/o."""
     units = r.num_kv_heads
     if n_units <= 0:
@@ -168,7 +170,7 @@ class OBCPruner:
         out = {}
         if n_units:
             out.update(prune_attention_obc(
-                r, self.acc["o"].H, n_units, self.params["percdamp"], self.params.get("head_unit", "kv_group")
+                r, self.acc["o"].H, n_units, self.params["percdamp"], head_unit_of(self.params)
             ))
         out.update(prune_channels_obc(r, self.acc["down"].H, n_channels, self.params["percdamp"]))
         return out

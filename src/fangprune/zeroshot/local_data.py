@@ -46,17 +46,26 @@ def _dataset_dict(splits: dict[str, list[dict]]):
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
 
 
-def _arc_rows(path: Path) -> list[dict]:
+def _choice_rows(path: Path, stem_key: str) -> list[dict]:
+    """AI2's multiple-choice jsonl (ARC, OpenBookQA) as the hub columns; the question goes to ``stem_key``."""
     rows = []
     for r in _read_jsonl(path):
         choices = r["question"]["choices"]
         rows.append({
             "id": r["id"],
-            "question": r["question"]["stem"],
+            stem_key: r["question"]["stem"],
             "choices": {"text": [c["text"] for c in choices], "label": [c["label"] for c in choices]},
             "answerKey": r["answerKey"],
         })
     return rows
+
+
+def _labelled(base: Path, docs_file: str, labels_file: str, task: str) -> list[tuple[dict, str]]:
+    """(document, label) pairs from a jsonl and its separate one-label-per-line file (PIQA, WinoGrande)."""
+    docs, labels = _read_jsonl(_require(base / docs_file)), _read_labels(_require(base / labels_file))
+    if len(docs) != len(labels):
+        raise ValueError(f"{task}: {len(docs)} documents but {len(labels)} labels")
+    return list(zip(docs, labels))
 
 
 def arc(data_dir: Path, subset: str):
@@ -64,7 +73,7 @@ def arc(data_dir: Path, subset: str):
     base = Path(data_dir, "arc", subset)
     files = {"train": "Train", "validation": "Dev", "test": "Test"}
     return _dataset_dict({
-        split: _arc_rows(base / f"{subset}-{tag}.jsonl")
+        split: _choice_rows(base / f"{subset}-{tag}.jsonl", "question")
         for split, tag in files.items()
         if (base / f"{subset}-{tag}.jsonl").exists()
     })
@@ -81,22 +90,15 @@ def boolq(data_dir: Path):
 
 def piqa(data_dir: Path):
     """PIQA validation: goal/sol1/sol2 from valid.jsonl, the answer from valid-labels.lst."""
-    base = Path(data_dir, "piqa")
-    docs, labels = _read_jsonl(_require(base / "valid.jsonl")), _read_labels(_require(base / "valid-labels.lst"))
-    if len(docs) != len(labels):
-        raise ValueError(f"piqa: {len(docs)} questions but {len(labels)} labels")
-    rows = [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(y)} for d, y in zip(docs, labels)]
+    pairs = _labelled(Path(data_dir, "piqa"), "valid.jsonl", "valid-labels.lst", "piqa")
+    rows = [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(y)} for d, y in pairs]
     return _dataset_dict({"validation": rows})
 
 
 def winogrande(data_dir: Path):
     """winogrande_xl validation (= the 1.1 dev release) with dev-labels.lst as the answer."""
-    base = Path(data_dir, "winogrande")
-    docs, labels = _read_jsonl(_require(base / "dev.jsonl")), _read_labels(_require(base / "dev-labels.lst"))
-    if len(docs) != len(labels):
-        raise ValueError(f"winogrande: {len(docs)} sentences but {len(labels)} labels")
     rows = []
-    for d, y in zip(docs, labels):
+    for d, y in _labelled(Path(data_dir, "winogrande"), "dev.jsonl", "dev-labels.lst", "winogrande"):
         if "answer" in d and str(d["answer"]) != y:
             raise ValueError(f"winogrande: label file disagrees with the answer of {d.get('qID')}")
         rows.append({"sentence": d["sentence"], "option1": d["option1"], "option2": d["option2"], "answer": y})
@@ -129,18 +131,7 @@ def openbookqa(data_dir: Path):
     splits = {}
     for split, stem in (("train", "train"), ("validation", "dev"), ("test", "test")):
         if (base / f"{stem}.jsonl").exists():
-            splits[split] = [
-                {
-                    "id": r["id"],
-                    "question_stem": r["question"]["stem"],
-                    "choices": {
-                        "text": [c["text"] for c in r["question"]["choices"]],
-                        "label": [c["label"] for c in r["question"]["choices"]],
-                    },
-                    "answerKey": r["answerKey"],
-                }
-                for r in _read_jsonl(base / f"{stem}.jsonl")
-            ]
+            splits[split] = _choice_rows(base / f"{stem}.jsonl", "question_stem")
         elif (base / f"{stem}.tsv").exists():
             splits[split] = _obqa_tsv_rows(base / f"{stem}.tsv")
     return _dataset_dict(splits)
