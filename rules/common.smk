@@ -13,7 +13,7 @@ from fangprune.config import (
     validate_config,
     zeroshot_settings,
 )
-from fangprune.methods.registry import ALGORITHMS
+from fangprune.methods.registry import get_method
 
 try:
     validate_config(config)
@@ -54,7 +54,7 @@ def model_dtype(model):
 
 
 def uses_groups(method):
-    return ALGORITHMS[METHODS[method]["algorithm"]].uses_groups
+    return get_method(METHODS[method]["algorithm"]).uses_groups
 
 
 # Artifacts shared by every method and sparsity carry only the keys they depend on.

@@ -1,12 +1,7 @@
 import torch
 
-from fangprune.methods.obc import (
-    block_saliency,
-    column_saliency,
-    dampened_inverse,
-    lowest,
-    obs_compensate,
-)
+from fangprune.obs import block_saliency, column_saliency, dampened_inverse, obs_compensate
+from fangprune.selection import lowest
 
 
 def test_column_saliency_hand_computed():

@@ -91,7 +91,7 @@ def test_query_heads_must_stay_balanced_across_groups():
 
 
 def test_lowest_per_group_picks_inside_each_group():
-    from fangprune.methods.obc import lowest_per_group
+    from fangprune.selection import lowest_per_group
 
     scores = torch.tensor([5.0, 1.0, 3.0, 0.5, 9.0, 2.0])  # 2 KV groups of 3 query heads
     assert lowest_per_group(scores, 3, 1).tolist() == [1, 3]

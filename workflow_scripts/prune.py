@@ -4,12 +4,14 @@ from fangprune import runtime
 from fangprune.checkpoint import save_pruned
 from fangprune.clustering import ContextClusters
 from fangprune.io import load_torch, provenance, read_json, timed_step
+from fangprune.methods.registry import load_plugins
 from fangprune.models import load_model, load_tokenizer
 from fangprune.pruning import prune_model
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params
 device = runtime.from_snakemake(smk)
+load_plugins(smk.config.get("plugins", []))  # config, not params: listing plugins reruns nothing
 with timed_step("prune") as step:
     calib = load_torch(smk.input.windows)
     alloc = read_json(smk.input.allocation)

@@ -1,7 +1,7 @@
 """Configuration: schema validation with defaults, semantic checks, and the path keys (slugs) of each stage.
 
-Everything here is import-light (no torch) because the Snakefile runs it before building the DAG: a bad config
-must fail with a message naming the key before any job starts.
+The Snakefile runs this before building the DAG, so a bad config fails with a message naming the key before any
+job starts. Resolving methods imports their modules (and torch) once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .methods.registry import ALGORITHMS, resolve_method
+from .methods.registry import ParamError, get_method, load_plugins, resolve_method
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
 DATA_DIR_ENV = "FANG_DATA_DIR"
@@ -60,6 +60,10 @@ def load_schema() -> dict:
 def validate_config(config: dict, *, check_sources: bool = True) -> dict:
     """Validate ``config`` in place (defaults filled in) and return it. Raises ConfigError naming the key."""
     _schema_check(config, load_schema(), "")
+    try:
+        load_plugins(config["plugins"])
+    except ImportError as exc:
+        raise ConfigError(f"config key 'plugins': {exc}") from None
     k = config["clustering"]["k"]
     resolved = {}
     for name, params in config["methods"].items():
@@ -67,13 +71,14 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
             full = resolve_method(name, params)
         except KeyError as exc:
             raise ConfigError(f"config key 'methods.{name}.algorithm': {exc.args[0]}") from None
-        except ValueError as exc:
-            raise ConfigError(f"config key 'methods.{name}.remove_heads': {exc}") from None
-        _schema_check(full, ALGORITHMS[full["algorithm"]].json_schema(), f"methods.{name}")
+        except ParamError as exc:
+            raise ConfigError(f"config key 'methods.{name}.{exc.key}': {exc}") from None
+        method = get_method(full["algorithm"])
+        _schema_check(full, method.json_schema(), f"methods.{name}")
         resolved[name] = full
         for p in config["sparsities"]:
-            hi = p + (full.get("fc_lambda", 0.0) * p if full["allocation"] == "fc" else 0.0)
-            cap = k / (k + 1) if ALGORITHMS[full["algorithm"]].uses_groups else 1.0
+            hi = p + (full.get("fc_lambda", 0.0) * p if full.get("allocation") == "fc" else 0.0)
+            cap = k / (k + 1) if method.uses_groups else 1.0
             if hi >= cap:
                 raise ConfigError(
                     f"config key 'sparsities' ({p}) with 'methods.{name}': a layer may reach sparsity {hi:.3f}, "

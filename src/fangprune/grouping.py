@@ -103,11 +103,6 @@ def build_groups(scores: np.ndarray, method: str = "lap") -> dict:
     return {"shared": shared, "groups": groups}
 
 
-def split_evenly(n: int, k: int) -> list[int]:
-    """n removals spread over k equal groups (the first n mod k groups take one more)."""
-    return [n // k + (1 if g < n % k else 0) for g in range(k)]
-
-
 def check_partition(shared: np.ndarray, groups: list[np.ndarray], n: int) -> None:
     allidx = np.concatenate([shared, *groups])
     if allidx.size != n or not np.array_equal(np.sort(allidx), np.arange(n)):

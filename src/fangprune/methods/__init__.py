@@ -1,5 +1,5 @@
-"""Pruning methods. ``registry`` is import-light; the algorithms import torch."""
+"""Pruning methods: one module per method, each registering a ``registry.Method``."""
 
-from .registry import ALGORITHMS, AlgorithmSpec, resolve_method
+from .registry import Method, get_method, methods, register, resolve_method
 
-__all__ = ["ALGORITHMS", "AlgorithmSpec", "resolve_method"]
+__all__ = ["Method", "get_method", "methods", "register", "resolve_method"]

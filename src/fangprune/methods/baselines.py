@@ -1,6 +1,7 @@
 """Structured baselines of the FLAP paper, run in the sequential layer-wise driver without compensation.
 
-* wanda-sp: channel score mean_i |W_ij| * ||x_j||_2 (Wanda, structured), heads pooled per KV group (or per query head with head_unit=query_head);
+* wanda-sp: channel score mean_i |W_ij| * ||x_j||_2 (Wanda, structured), heads pooled per KV group (or per
+  query head with head_unit=query_head);
 * mag-sp: channel score ||W[:, j]||_2 (no calibration data).
 """
 
@@ -9,22 +10,16 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
+from ..selection import lowest, lowest_per_group, unit_scores
 from ..surgery import complement, head_unit_of, keep_channels, keep_kv_groups, keep_query_heads, query_units
-from .flap import unit_scores
-from .obc import lowest, lowest_per_group
+from .base import StructuredPruner
+from .registry import COMMON_PARAMS, Method, register
 
 
-class _ChannelScorePruner:
-    def __init__(self, params: dict, layer_idx: int, **_artifacts):
-        self.params = params
-        self.layer_idx = layer_idx
+class _ChannelScorePruner(StructuredPruner):
+    def __init__(self, params: dict, layer_idx: int, **artifacts):
+        super().__init__(params, layer_idx, **artifacts)
         self.sq = {}
-
-    def max_channels(self, n: int) -> int:
-        return n - 1
-
-    def observed(self, r: LayerRoles) -> dict:
-        return {}
 
     def observe(self, name: str, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).double()
@@ -33,7 +28,7 @@ class _ChannelScorePruner:
     def score(self, name: str, W: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def prune(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
+    def prune_units(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
         out = {}
         if n_units and query_units(r, head_unit_of(self.params)):
             per_head = self.score("o", r.o.weight.data).reshape(r.num_heads, -1).sum(1)
@@ -62,3 +57,25 @@ class WandaSPPruner(_ChannelScorePruner):
 class MagnitudeSPPruner(_ChannelScorePruner):
     def score(self, name, W):
         return torch.linalg.vector_norm(W.double(), dim=0)
+
+
+_SP_DEFAULTS = {"allocation": "uniform", "prune_attention": True, "module_balance": "layer_params"}
+
+WANDA_SP = register(
+    Method(
+        name="wanda-sp",
+        summary="Structured Wanda: mean |W| x input norm per channel, uniform, sequential.",
+        defaults=_SP_DEFAULTS,
+        schema={"head_unit": COMMON_PARAMS["head_unit"]},
+        layer_pruner=WandaSPPruner,
+    )
+)
+MAG_SP = register(
+    Method(
+        name="mag-sp",
+        summary="Structured magnitude: column norm per channel, uniform.",
+        defaults=_SP_DEFAULTS,
+        schema={"head_unit": COMMON_PARAMS["head_unit"]},
+        layer_pruner=MagnitudeSPPruner,
+    )
+)

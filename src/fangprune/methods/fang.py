@@ -12,26 +12,22 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
-from ..grouping import split_evenly
+from ..obs import HessianAccumulator, column_saliency, dampened_inverse, obs_compensate
 from ..reweighting import alpha_weights
+from ..selection import lowest, split_evenly
 from ..surgery import complement, head_unit_of, keep_channels
-from .obc import (
-    HessianAccumulator,
-    column_saliency,
-    dampened_inverse,
-    lowest,
-    obs_compensate,
-    prune_attention_obc,
-)
+from .base import StructuredPruner
+from .obc import OBS_DEFAULTS, prune_attention_obc
+from .registry import COMMON_PARAMS, Method, register
 
 
-class OFangPruner:
-    def __init__(self, params: dict, layer_idx: int, clusters, groups: dict, **_artifacts):
-        self.params = params
-        self.layer_idx = layer_idx
+class OFangPruner(StructuredPruner):
+    def __init__(self, params: dict, layer_idx: int, clusters, groups: dict):
+        super().__init__(params, layer_idx)
         self.clusters = clusters
-        self.groups = [torch.as_tensor(g, dtype=torch.long) for g in groups["groups"]]
-        self.shared = torch.as_tensor(groups["shared"], dtype=torch.long)
+        layer_groups = groups["layers"][layer_idx]
+        self.groups = [torch.as_tensor(g, dtype=torch.long) for g in layer_groups["groups"]]
+        self.shared = torch.as_tensor(layer_groups["shared"], dtype=torch.long)
         self.attn = HessianAccumulator()
         self.H = [None] * len(self.groups)
         self._ids: torch.Tensor | None = None
@@ -60,18 +56,20 @@ class OFangPruner:
                 h = (xg * weights[g].unsqueeze(1)).T @ xg
                 self.H[g] = h if self.H[g] is None else self.H[g] + h
 
-    def prune(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
+    def prune_units(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
         out = {}
         if n_units:
-            out.update(prune_attention_obc(
-                r, self.attn.H, n_units, self.params["percdamp"], head_unit_of(self.params)
-            ))
+            out.update(
+                prune_attention_obc(r, self.attn.H, n_units, self.params["percdamp"], head_unit_of(self.params))
+            )
         per_group = split_evenly(n_channels, len(self.groups))
         W = r.down.weight.data
         pruned_all = []
         for g, idx in enumerate(self.groups):
             if per_group[g] > idx.numel():
-                raise ValueError(f"layer {self.layer_idx}: group {g} would lose {per_group[g]} of {idx.numel()} channels")
+                raise ValueError(
+                    f"layer {self.layer_idx}: group {g} would lose {per_group[g]} of {idx.numel()} channels"
+                )
             if per_group[g] == 0:
                 continue
             Hinv = dampened_inverse(self.H[g], self.params["percdamp"])
@@ -80,7 +78,20 @@ class OFangPruner:
             pruned = lowest(column_saliency(Wg, Hinv), per_group[g])
             W[:, cols] = obs_compensate(Wg, Hinv.to(W.device), pruned.to(W.device))
             pruned_all.append(idx[pruned])
-        kept = complement(r.intermediate_size, torch.cat(pruned_all) if pruned_all else torch.empty(0, dtype=torch.long))
+        removed = torch.cat(pruned_all) if pruned_all else torch.empty(0, dtype=torch.long)
+        kept = complement(r.intermediate_size, removed)
         keep_channels(r, kept)
         out.update({"kept_channels": kept.tolist(), "pruned_per_group": per_group})
         return out
+
+
+O_FANG = register(
+    Method(
+        name="o-fang",
+        summary="OBC per functional group with token re-weighting alpha (Eq. 6, 7, 11).",
+        defaults={**OBS_DEFAULTS, "allocation": "fc", "tau": 9.0},
+        schema={"head_unit": COMMON_PARAMS["head_unit"]},
+        uses_groups=True,
+        layer_pruner=OFangPruner,
+    )
+)

@@ -32,12 +32,11 @@ import torch
 from torch import nn
 
 from ..engine import input_hooks
-from ..grouping import split_evenly
-from ..models import LayerRoles, block_params, count_params, roles
-from ..pruning import channel_budget, summarise, unit_budget
+from ..models import LayerRoles, roles
 from ..reweighting import alpha_weights
+from ..selection import channel_budget, lowest, split_evenly, unit_budget, unit_scores
 from ..surgery import complement, keep_channels, keep_kv_groups, kv_group_columns
-from .obc import lowest
+from .registry import Method, ParamError, register
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +83,6 @@ def channel_metric(metric: str, W: torch.Tensor, stats: Moments, variance: torch
     if metric == "WIFN":
         return W.abs().mean(0) * torch.sqrt(stats.xx / max(stats.windows, 1))
     raise ValueError(f"unknown FLAP metric {metric!r} ({', '.join(METRICS)})")
-
-
-def unit_scores(channel: torch.Tensor, r: LayerRoles, reduce: str = "sum") -> torch.Tensor:
-    """Pool o_proj channel scores over each KV group's query-head channels."""
-    per_unit = channel.reshape(r.num_kv_heads, -1)
-    return per_unit.sum(1) if reduce == "sum" else per_unit.mean(1)
 
 
 def standardise(x: torch.Tensor) -> torch.Tensor:
@@ -255,22 +248,14 @@ def select_f_fang(rs, stats, params, layer_sparsity, groups):
     return out
 
 
-def fluctuation_prune(
-    model: nn.Module,
-    engine,
-    params: dict,
-    sparsity: float,
-    layer_sparsity=None,
-    clusters=None,
-    groups=None,
-) -> dict:
+def fluctuation_prune(model: nn.Module, engine, params: dict, layer_sparsity, clusters=None, groups=None) -> list:
     """Run FLAP or F-FANG on ``model`` (engine built on it) in place; return the per-layer report."""
-    dense_params, dense_block = count_params(model), block_params(model)
+    sparsity = float(sum(layer_sparsity) / len(layer_sparsity))
     f_fang = params["algorithm"] == "f-fang"
     extra = {"clusters": clusters, "groups": groups, "tau": params["tau"]} if f_fang else None
     stats = collect_statistics(engine, extra)
     layers = list(model.model.layers)
-    rs = [roles(l) for l in layers]
+    rs = [roles(layer) for layer in layers]
     before = [r.attention_params() + r.mlp_params() for r in rs]
     if f_fang:
         keep = select_f_fang(rs, stats, params, layer_sparsity, groups)
@@ -289,7 +274,7 @@ def fluctuation_prune(
         after = r.attention_params() + r.mlp_params()
         report.append({
             "layer": idx,
-            "target_sparsity": float(layer_sparsity[idx]) if layer_sparsity is not None else sparsity,
+            "target_sparsity": float(layer_sparsity[idx]),
             "kept_kv_heads": ku.tolist(),
             "kept_channels": kc.tolist(),
             "num_heads": r.num_heads,
@@ -298,4 +283,63 @@ def fluctuation_prune(
             "block_params": after,
             "achieved_sparsity": 1 - after / before[idx],
         })
-    return summarise(model, report, dense_params, dense_block)
+    return report
+
+
+def _check_structure(params: dict) -> None:
+    if params.get("structure") in ("UL-MM", "AL-MM") and params.get("remove_heads", -1) < 0:
+        raise ParamError(
+            "remove_heads", f"structure {params['structure']} needs remove_heads >= 0 (KV groups removed in total)"
+        )
+
+
+_FLUCTUATION_SCHEMA = {
+    "metric": {"enum": list(METRICS)},
+    "bias_compensation": {"type": "boolean"},
+}
+
+FLAP = register(
+    Method(
+        name="flap",
+        summary="FLAP: fluctuation metric, adaptive structure, bias compensation (Eq. 12-13).",
+        defaults={
+            "allocation": "uniform",
+            "prune_attention": True,
+            "module_balance": "layer_params",
+            "metric": "WIFV",
+            "structure": "AL-AM",
+            "remove_heads": -1,
+            "bias_compensation": True,
+        },
+        schema={
+            "allocation": {"const": "uniform", "description": "FLAP's structures decide the layer-wise ratios."},
+            "structure": {"enum": list(STRUCTURES)},
+            "remove_heads": {
+                "type": "integer",
+                "minimum": -1,
+                "description": "KV groups removed in total for UL-MM / AL-MM (-1: not used).",
+            },
+            **_FLUCTUATION_SCHEMA,
+        },
+        model_pruner=fluctuation_prune,
+        check=_check_structure,
+    )
+)
+F_FANG = register(
+    Method(
+        name="f-fang",
+        summary="F-FANG: FLAP's fluctuation per functional group with token weights alpha (Eq. 15).",
+        defaults={
+            "allocation": "fc",
+            "fc_lambda": 0.5,
+            "fc_bound": True,
+            "prune_attention": True,
+            "metric": "WIFV",
+            "tau": 9.0,
+            "bias_compensation": True,
+        },
+        schema=_FLUCTUATION_SCHEMA,
+        uses_groups=True,
+        model_pruner=fluctuation_prune,
+    )
+)

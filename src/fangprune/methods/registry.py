@@ -1,12 +1,34 @@
-"""Algorithm registry: names, parameter schemas and defaults. Import-light (no torch) so the Snakefile can
-validate a config before any job starts."""
+"""The method plug-in point: every pruning method is one module that declares a :class:`Method` and registers it.
+
+A method declares its name, a summary, parameter defaults and a JSON schema (the config is validated against
+it before any job starts), whether it needs the neuron groups (clusters + groups artifacts), and either
+
+* ``layer_pruner``: a factory ``(params, layer_idx, clusters=None, groups=None) -> pruner`` run by the shared
+  layer-wise sequential driver (``pruning.prune_model``); a pruner has ``observed(roles) -> {name: module}``
+  (inputs to record), ``observe(name, x)`` and ``prune(roles, sparsity) -> report``; or
+* ``model_pruner``: ``(model, engine, params, layer_sparsity, clusters=None, groups=None) -> report`` for
+  methods that decide globally from one dense pass (FLAP).
+
+The built-in methods live in the modules listed in ``BUILTIN_MODULES``; other modules (a user's package, a test)
+call :func:`register` at import, or are named in the config's ``plugins`` list so every job imports them.
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-_COMMON = {
+#: Modules holding the built-in methods (imported on the first lookup).
+BUILTIN_MODULES = (
+    "fangprune.methods.obc",
+    "fangprune.methods.fang",
+    "fangprune.methods.flap",
+    "fangprune.methods.baselines",
+)
+
+#: Parameter schemas shared by several methods; a method takes those named in its defaults.
+COMMON_PARAMS = {
     "allocation": {
         "enum": ["uniform", "fc"],
         "description": "Per-layer sparsity: uniform or functional complexity (Eq. 8).",
@@ -29,10 +51,6 @@ _COMMON = {
             "parameter budget; per_module (reference): the same ratio for heads (floor) and channels."
         ),
     },
-}
-
-
-HEAD_UNIT = {
     "head_unit": {
         "enum": ["kv_group", "query_head"],
         "description": (
@@ -41,127 +59,90 @@ HEAD_UNIT = {
             "the layer keeps a uniform GQA ratio. Multi-head attention has one query head per group: both agree."
         ),
     },
+    "tau": {"type": "number", "exclusiveMinimum": 0, "description": "Softmax temperature of alpha (Eq. 6)."},
 }
+
+class ParamError(ValueError):
+    """A method parameter is invalid; ``key`` names it."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
-class AlgorithmSpec:
+class Method:
     name: str
     summary: str
-    uses_groups: bool
     defaults: dict[str, Any]
     schema: dict[str, Any] = field(default_factory=dict)
+    uses_groups: bool = False
+    layer_pruner: Callable | None = None
+    model_pruner: Callable | None = None
+    #: extra semantic check of the resolved parameters; raises ParamError
+    check: Callable[[dict], None] | None = None
+    #: whether the method removes structure (smaller checkpoint) or zeroes weights (same shapes)
+    structured: bool = True
+
+    def __post_init__(self):
+        if (self.layer_pruner is None) == (self.model_pruner is None):
+            raise ValueError(f"method {self.name!r}: give exactly one of layer_pruner or model_pruner")
 
     def json_schema(self) -> dict[str, Any]:
-        props = {"algorithm": {"const": self.name}}
-        props.update({k: v for k, v in _COMMON.items() if k in self.defaults})
+        props: dict[str, Any] = {"algorithm": {"const": self.name}}
+        props.update({k: v for k, v in COMMON_PARAMS.items() if k in self.defaults})
         props.update(self.schema)
         return {"type": "object", "additionalProperties": False, "properties": props}
 
 
-ALGORITHMS: dict[str, AlgorithmSpec] = {
-    "obc": AlgorithmSpec(
-        name="obc",
-        summary="Structured OBC (Alg. 2, Eq. 9-10): one-shot OBS selection, unified compensation.",
-        uses_groups=False,
-        defaults={
-            "allocation": "uniform",
-            "fc_lambda": 0.5,
-            "fc_bound": True,
-            "percdamp": 0.01,
-            "prune_attention": True,
-            "module_balance": "layer_params",
-        },
-        schema=HEAD_UNIT,
-    ),
-    "o-fang": AlgorithmSpec(
-        name="o-fang",
-        summary="OBC per functional group with token re-weighting alpha (Eq. 6, 7, 11).",
-        uses_groups=True,
-        defaults={
-            "allocation": "fc",
-            "fc_lambda": 0.5,
-            "fc_bound": True,
-            "percdamp": 0.01,
-            "prune_attention": True,
-            "module_balance": "layer_params",
-            "tau": 9.0,
-        },
-        schema={
-            "tau": {"type": "number", "exclusiveMinimum": 0, "description": "Softmax temperature of alpha (Eq. 6)."},
-            **HEAD_UNIT,
-        },
-    ),
-    "flap": AlgorithmSpec(
-        name="flap",
-        summary="FLAP: fluctuation metric, adaptive structure, bias compensation (Eq. 12-13).",
-        uses_groups=False,
-        defaults={
-            "allocation": "uniform",
-            "prune_attention": True,
-            "module_balance": "layer_params",
-            "metric": "WIFV",
-            "structure": "AL-AM",
-            "remove_heads": -1,
-            "bias_compensation": True,
-        },
-        schema={
-            "allocation": {"const": "uniform", "description": "FLAP's structures decide the layer-wise ratios."},
-            "metric": {"enum": ["IFV", "WIFV", "WIFN"]},
-            "structure": {"enum": ["UL-UM", "UL-MM", "AL-MM", "AL-AM"]},
-            "remove_heads": {
-                "type": "integer",
-                "minimum": -1,
-                "description": "KV groups removed in total for UL-MM / AL-MM (-1: not used).",
-            },
-            "bias_compensation": {"type": "boolean"},
-        },
-    ),
-    "f-fang": AlgorithmSpec(
-        name="f-fang",
-        summary="F-FANG: FLAP's fluctuation per functional group with token weights alpha (Eq. 15).",
-        uses_groups=True,
-        defaults={
-            "allocation": "fc",
-            "fc_lambda": 0.5,
-            "fc_bound": True,
-            "prune_attention": True,
-            "metric": "WIFV",
-            "tau": 9.0,
-            "bias_compensation": True,
-        },
-        schema={
-            "metric": {"enum": ["IFV", "WIFV", "WIFN"]},
-            "tau": {"type": "number", "exclusiveMinimum": 0},
-            "bias_compensation": {"type": "boolean"},
-        },
-    ),
-    "wanda-sp": AlgorithmSpec(
-        name="wanda-sp",
-        summary="Structured Wanda: mean |W| x input norm per channel, uniform, sequential.",
-        uses_groups=False,
-        defaults={"allocation": "uniform", "prune_attention": True, "module_balance": "layer_params"},
-        schema=HEAD_UNIT,
-    ),
-    "mag-sp": AlgorithmSpec(
-        name="mag-sp",
-        summary="Structured magnitude: column norm per channel, uniform.",
-        uses_groups=False,
-        defaults={"allocation": "uniform", "prune_attention": True, "module_balance": "layer_params"},
-        schema=HEAD_UNIT,
-    ),
-}
+_REGISTRY: dict[str, Method] = {}
+_builtins_loaded = False
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Add ``method`` to the registry (a module calls this at import). Returns it, so it can be a module constant."""
+    if method.name in _REGISTRY and not replace and _REGISTRY[method.name] is not method:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for mod in BUILTIN_MODULES:
+            importlib.import_module(mod)
+
+
+def load_plugins(modules: list[str] | tuple[str, ...]) -> None:
+    """Import the modules named in the config's ``plugins`` (each registers its methods)."""
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            raise ImportError(f"plugin module {mod!r} cannot be imported: {exc}") from exc
+
+
+def get_method(name: str) -> Method:
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown algorithm {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+
+
+def methods() -> dict[str, Method]:
+    _load_builtins()
+    return dict(_REGISTRY)
 
 
 def resolve_method(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """Method entry -> full parameter dict (defaults filled, ``algorithm`` set). Raises KeyError/ValueError."""
     params = dict(params or {})
-    algo = params.get("algorithm", name)
-    if algo not in ALGORITHMS:
-        raise KeyError(f"unknown algorithm {algo!r} (known: {', '.join(sorted(ALGORITHMS))})")
-    spec = ALGORITHMS[algo]
-    out = {"algorithm": algo, **spec.defaults}
+    spec = get_method(params.get("algorithm", name))
+    out = {"algorithm": spec.name, **spec.defaults}
     out.update(params)
-    if out.get("structure") in ("UL-MM", "AL-MM") and out.get("remove_heads", -1) < 0:
-        raise ValueError(f"structure {out['structure']} needs 'remove_heads' >= 0 (KV groups removed in total)")
+    if spec.check is not None:
+        spec.check(out)
     return out

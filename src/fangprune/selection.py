@@ -1,0 +1,130 @@
+"""Budgets and selection shared by every method: how many units a layer loses, and which ones.
+
+Structured budgets (heads and MLP channels per layer at a target sparsity), lowest-k selection (global, inside
+every KV group) and the masks of unstructured pruning (per-row ratio, N:M along the input dimension). Methods
+import from here; nothing here imports a method, so imports flow one way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .models import LayerRoles
+from .surgery import DEFAULT_HEAD_UNIT, head_unit_of, query_units
+
+
+# --- structured budgets -------------------------------------------------------------------------------------
+
+
+def unit_budget(r: LayerRoles, sp: float, head_unit: str = DEFAULT_HEAD_UNIT) -> int:
+    """Head units removed at sparsity ``sp``: floor(sp * #units), never all of them.
+
+    A unit is a KV group, or with ``head_unit="query_head"`` one query head from every KV group.
+    """
+    n = r.heads_per_group if query_units(r, head_unit) else r.num_kv_heads
+    return min(math.floor(sp * n + 1e-9), n - 1)
+
+
+def unit_params(r: LayerRoles, head_unit: str = DEFAULT_HEAD_UNIT) -> int:
+    return r.query_unit_params() if query_units(r, head_unit) else r.kv_unit_params()
+
+
+def channel_budget(r: LayerRoles, sp: float, n_units: int, head_unit: str = DEFAULT_HEAD_UNIT) -> int:
+    """MLP channels to remove so the layer loses sp of its parameters when n_units head units go."""
+    spend = sp * (r.attention_params() + r.mlp_params()) - n_units * unit_params(r, head_unit)
+    return max(0, round(spend / r.channel_params()))
+
+
+def layer_budget(r: LayerRoles, sp: float, params: dict, max_channels: int) -> tuple[int, int]:
+    """(head units, MLP channels) to remove from one layer at sparsity ``sp``.
+
+    ``module_balance="layer_params"``: floor(sp * #units) units go (never all), and MLP channels take the
+    rest of the layer's parameter budget sp * (attention + MLP params). ``"per_module"`` (reference): the same
+    ratio for heads (floor) and channels (floor).
+    """
+    head_unit = head_unit_of(params)
+    n_units = unit_budget(r, sp, head_unit) if params["prune_attention"] else 0
+    n = r.intermediate_size
+    if params["module_balance"] == "per_module":
+        n_channels = math.floor(sp * n + 1e-9)
+    else:
+        n_channels = channel_budget(r, sp, n_units, head_unit)
+    if n_channels > max_channels:
+        raise ValueError(
+            f"sparsity {sp:.3f} needs {n_channels} of {n} MLP channels but at most {max_channels} can be removed"
+        )
+    return n_units, n_channels
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` integers differing by at most one (the larger shares first)."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+# --- structured selection -----------------------------------------------------------------------------------
+
+
+def lowest(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the n lowest scores (stable, sorted ascending by index)."""
+    if n <= 0:
+        return torch.empty(0, dtype=torch.long)
+    return torch.argsort(scores, stable=True)[:n].sort().values.cpu()
+
+
+def lowest_per_group(scores: torch.Tensor, heads_per_group: int, n: int) -> torch.Tensor:
+    """Query heads to remove: the n lowest-scoring heads inside every KV group (sorted)."""
+    groups = scores.reshape(-1, heads_per_group)
+    local = torch.argsort(groups, dim=1, stable=True)[:, :n].cpu()
+    base = torch.arange(groups.shape[0]).unsqueeze(1) * heads_per_group
+    return (local + base).reshape(-1).sort().values
+
+
+def unit_scores(channel: torch.Tensor, r: LayerRoles, reduce: str = "sum") -> torch.Tensor:
+    """Pool o_proj input-channel scores over each KV group's query-head channels."""
+    per_unit = channel.reshape(r.num_kv_heads, -1)
+    return per_unit.sum(1) if reduce == "sum" else per_unit.mean(1)
+
+
+# --- unstructured and N:M masks -----------------------------------------------------------------------------
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | None:
+    """``"unstructured"`` -> None; ``"2:4"`` -> (2, 4): N zeros in every M consecutive inputs."""
+    if pattern == "unstructured":
+        return None
+    n, _, m = pattern.partition(":")
+    n, m = int(n), int(m)
+    if not 0 < n < m:
+        raise ValueError(f"N:M pattern needs 0 < N < M, got {pattern!r}")
+    return n, m
+
+
+def row_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Prune mask (True = zero) of the round(ratio * in) lowest scores of every output row."""
+    k = int(round(ratio * scores.shape[1]))
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    if k > 0:
+        idx = torch.argsort(scores, dim=1, stable=True)[:, :k]
+        mask.scatter_(1, idx, True)
+    return mask
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Prune mask with exactly ``n`` zeros (the lowest scores) in every group of ``m`` consecutive inputs."""
+    rows, cols = scores.shape
+    if cols % m:
+        raise ValueError(f"{cols} input columns are not a multiple of M={m}")
+    grouped = scores.reshape(rows, cols // m, m)
+    idx = torch.argsort(grouped, dim=2, stable=True)[..., :n]
+    mask = torch.zeros_like(grouped, dtype=torch.bool)
+    mask.scatter_(2, idx, True)
+    return mask.reshape(rows, cols)
+
+
+def prune_mask(scores: torch.Tensor, pattern: str, ratio: float) -> torch.Tensor:
+    """The mask of ``pattern`` ("unstructured": ``ratio`` of every row; "N:M": N of every M inputs)."""
+    nm = parse_pattern(pattern)
+    return row_mask(scores, ratio) if nm is None else nm_mask(scores, *nm)
