@@ -27,9 +27,11 @@ include: "rules/costs.smk"
 localrules:
     all,
     calibrate,
+    holdout,
     groups,
     allocate,
     tables,
+    diagnostics,
     costs,
 
 
@@ -38,4 +40,5 @@ rule all:
     input:
         TABLES,
         PLOT,
+        DIAGNOSTICS if config["diagnostics"]["holdout_windows"] else [],
         COSTS,

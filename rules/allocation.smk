@@ -5,9 +5,9 @@ rule complexity:
     output:
         fc=COMPLEXITY,
     log:
-        f"logs/complexity/{{model}}/{CALIB}.log",
+        "logs/complexity/{model}/{calib}.log",
     benchmark:
-        f"benchmarks/complexity/{{model}}/{CALIB}.tsv"
+        "benchmarks/complexity/{model}/{calib}.tsv"
     conda:
         "../envs/fangprune.yaml"
     threads: config["threads"]
@@ -22,15 +22,40 @@ rule complexity:
         "../workflow_scripts/complexity.py"
 
 
+rule importance:
+    input:
+        model=MODEL_DIR,
+        windows=WINDOWS,
+    output:
+        importance=IMPORTANCE,
+    log:
+        "logs/importance/{model}/{calib}/{measure}.log",
+    benchmark:
+        "benchmarks/importance/{model}/{calib}/{measure}.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: config["threads"]
+    resources:
+        **gpu_resources(whole_model=True),
+    params:
+        measure=lambda w: w.measure,
+        batch_size=model_batch_size("calibration"),
+        dtype=lambda w: model_dtype(w.model),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/importance.py"
+
+
 rule allocate:
     input:
         unpack(allocation_inputs),
     output:
         allocation=ALLOCATION,
     log:
-        f"logs/allocate/{{model}}/{CALIB}/{{alloc}}/sp{{sparsity}}.log",
+        "logs/allocate/{model}/{calib}/{alloc}/sp{sparsity}.log",
     benchmark:
-        f"benchmarks/allocate/{{model}}/{CALIB}/{{alloc}}/sp{{sparsity}}.tsv"
+        "benchmarks/allocate/{model}/{calib}/{alloc}/sp{sparsity}.tsv"
     conda:
         "../envs/fangprune.yaml"
     threads: 1

@@ -4,18 +4,43 @@ rule calibrate:
     output:
         windows=WINDOWS,
     log:
-        f"logs/calibrate/{{model}}/{CALIB}.log",
+        "logs/calibrate/{model}/{calib}.log",
     benchmark:
-        f"benchmarks/calibrate/{{model}}/{CALIB}.tsv"
+        "benchmarks/calibrate/{model}/{calib}.tsv"
     conda:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
         **cpu_resources(),
     params:
-        dataset=config["calibration"]["dataset"],
-        nsamples=config["calibration"]["nsamples"],
-        seqlen=config["calibration"]["seqlen"],
+        dataset=lambda w: CALIBRATIONS[w.calib]["dataset"],
+        nsamples=lambda w: CALIBRATIONS[w.calib]["nsamples"],
+        seqlen=lambda w: CALIBRATIONS[w.calib]["seqlen"],
+        seed=config["seed"],
+        data_dir=DATA_DIR,
+    script:
+        "../workflow_scripts/calibrate.py"
+
+
+rule holdout:
+    input:
+        model=MODEL_DIR,
+    output:
+        windows=HOLDOUT,
+    log:
+        "logs/holdout/{model}/{calib}.log",
+    benchmark:
+        "benchmarks/holdout/{model}/{calib}.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: 1
+    resources:
+        **cpu_resources(),
+    params:
+        dataset=lambda w: CALIBRATIONS[w.calib]["dataset"],
+        nsamples=lambda w: CALIBRATIONS[w.calib]["nsamples"],
+        seqlen=lambda w: CALIBRATIONS[w.calib]["seqlen"],
+        holdout=config["diagnostics"]["holdout_windows"],
         seed=config["seed"],
         data_dir=DATA_DIR,
     script:

@@ -5,9 +5,9 @@ rule cluster:
     output:
         clusters=CLUSTERS,
     log:
-        f"logs/cluster/{{model}}/{CALIB}/{CLUS}.log",
+        "logs/cluster/{model}/{calib}/{clus}.log",
     benchmark:
-        f"benchmarks/cluster/{{model}}/{CALIB}/{CLUS}.tsv"
+        "benchmarks/cluster/{model}/{calib}/{clus}.tsv"
     conda:
         "../envs/fangprune.yaml"
     threads: config["threads"]
@@ -15,7 +15,7 @@ rule cluster:
         **gpu_resources(),
     params:
         clustering=lambda w: {
-            key: config["clustering"][key]
+            key: CLUSTERINGS[w.clus][key]
             for key in (
                 "k",
                 "pca_dims",

@@ -7,7 +7,10 @@ from fangprune.config import (
     calib_slug,
     cluster_slug,
     data_dir,
+    effective,
     group_slug,
+    grouping_spec,
+    importance_slug,
     score_slug,
     sparsity_tag,
     validate_config,
@@ -23,13 +26,35 @@ except ConfigError as exc:
 METHODS = config["_methods_resolved"]
 MODELS = list(config["models"])
 SPARSITIES = [sparsity_tag(p) for p in config["sparsities"]]
-CALIB = calib_slug(config)
-CLUS = cluster_slug(config)
-SCORE = score_slug(config)
-GROUP = group_slug(config)
-ALLOCS = sorted({allocation_slug(m) for m in METHODS.values()})
+# Each method's artifact keys (a method may override calibration and clustering keys for itself, so one config
+# holds e.g. WikiText-2 and Alpaca calibration, or several K); slug -> the settings behind it, for the rules.
+SLUGS = {
+    name: {
+        "calib": calib_slug(config, m),
+        "clus": cluster_slug(config, m),
+        "score": score_slug(config, m),
+        "group": group_slug(config, m),
+        "alloc": allocation_slug(m),
+    }
+    for name, m in METHODS.items()
+}
+CALIBRATIONS = {calib_slug(config): effective(config, None, "calibration")}
+CLUSTERINGS = {cluster_slug(config): effective(config, None, "clustering")}
+SCORINGS = {score_slug(config): effective(config, None, "clustering")}
+GROUPINGS = {}
+GROUP_SCORE = {}  # group slug -> the score slug it is built from
+for _name, _m in METHODS.items():
+    CALIBRATIONS[SLUGS[_name]["calib"]] = effective(config, _m, "calibration")
+    CLUSTERINGS[SLUGS[_name]["clus"]] = effective(config, _m, "clustering")
+    SCORINGS[SLUGS[_name]["score"]] = effective(config, _m, "clustering")
+    GROUPINGS[SLUGS[_name]["group"]] = grouping_spec(config, _m)
+    GROUP_SCORE[SLUGS[_name]["group"]] = SLUGS[_name]["score"]
+ALLOCS = sorted({s["alloc"] for s in SLUGS.values()})
+# allocation slug -> the per-layer importance it needs (None: uniform; fc: the complexity rule)
+MEASURES = {SLUGS[n]["alloc"]: importance_slug(m) for n, m in METHODS.items()}
 DATA_DIR = data_dir(config)
 ZS_TASKS = config["zeroshot"]["tasks"]
+PPL_DATASETS = config["evaluation"]["datasets"]
 RES = "results"
 
 
@@ -41,12 +66,16 @@ wildcard_constraints:
     model=_alternatives(MODELS),
     method=_alternatives(METHODS),
     sparsity=r"\d\.\d{2}",
-    calib=re.escape(CALIB),
-    clus=re.escape(CLUS),
-    score=re.escape(SCORE),
-    group=re.escape(GROUP),
+    calib=_alternatives(CALIBRATIONS),
+    clus=_alternatives(CLUSTERINGS),
+    score=_alternatives(SCORINGS),
+    group=_alternatives(GROUPINGS or ["none"]),
     alloc=_alternatives(ALLOCS),
+    measure=_alternatives(
+        sorted({m for m in MEASURES.values() if m not in (None, "fc")}) or ["none"]
+    ),
     task=_alternatives(ZS_TASKS or ["none"]),
+    dataset=_alternatives(PPL_DATASETS),
 
 
 def model_dtype(model):
@@ -59,15 +88,17 @@ def uses_groups(method):
 
 # Artifacts shared by every method and sparsity carry only the keys they depend on.
 MODEL_DIR = f"{RES}/models/{{model}}"
-WINDOWS = f"{RES}/calibration/{{model}}/{CALIB}.pt"
-CLUSTERS = f"{RES}/clusters/{{model}}/{CALIB}/{CLUS}.pt"
-COMPLEXITY = f"{RES}/complexity/{{model}}/{CALIB}.json"
-SCORES = f"{RES}/scores/{{model}}/{CALIB}/{CLUS}/{SCORE}.pt"
-GROUPS = f"{RES}/groups/{{model}}/{CALIB}/{CLUS}/{GROUP}.json"
-ALLOCATION = f"{RES}/allocation/{{model}}/{CALIB}/{{alloc}}/sp{{sparsity}}.json"
+WINDOWS = f"{RES}/calibration/{{model}}/{{calib}}.pt"
+HOLDOUT = f"{RES}/calibration/{{model}}/{{calib}}.holdout{config['diagnostics']['holdout_windows']}.pt"
+CLUSTERS = f"{RES}/clusters/{{model}}/{{calib}}/{{clus}}.pt"
+COMPLEXITY = f"{RES}/complexity/{{model}}/{{calib}}.json"
+SCORES = f"{RES}/scores/{{model}}/{{calib}}/{{clus}}/{{score}}.pt"
+GROUPS = f"{RES}/groups/{{model}}/{{calib}}/{{clus}}/{{group}}.json"
+IMPORTANCE = f"{RES}/importance/{{model}}/{{calib}}/{{measure}}.json"
+ALLOCATION = f"{RES}/allocation/{{model}}/{{calib}}/{{alloc}}/sp{{sparsity}}.json"
 CHECKPOINT = f"{RES}/pruned/{{model}}/{{method}}/sp{{sparsity}}"
-PPL = f"{RES}/eval/ppl/{{model}}/{{method}}/sp{{sparsity}}.json"
-PPL_DENSE = f"{RES}/eval/ppl/{{model}}/dense.json"
+PPL = f"{RES}/eval/ppl/{{dataset}}/{{model}}/{{method}}/sp{{sparsity}}.json"
+PPL_DENSE = f"{RES}/eval/ppl/{{dataset}}/{{model}}/dense.json"
 ZEROSHOT = f"{RES}/eval/zeroshot/{{model}}/{{method}}/sp{{sparsity}}/{{task}}.json"
 ZEROSHOT_DENSE = f"{RES}/eval/zeroshot/{{model}}/dense/{{task}}.json"
 SPEED = f"{RES}/eval/speed/{{model}}/{{method}}/sp{{sparsity}}.json"
@@ -75,39 +106,70 @@ TABLE_NAMES = (
     ["table1"]
     + (["table2"] if set(ZS_TASKS) - {"mmlu"} else [])
     + (["table4"] if "mmlu" in ZS_TASKS else [])
+    + sorted(config["tables"]["ablations"])
 )
 TABLES = [f"{RES}/tables/metrics.csv"] + [
     f"{RES}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")
 ]
 PLOT = f"{RES}/tables/sparsity_curves.png"
+DIAGNOSTICS = [
+    f"{RES}/tables/diagnostics.csv",
+    f"{RES}/tables/diagnostics.md",
+    f"{RES}/tables/reconstruction_error.png",
+]
 COSTS = [f"{RES}/tables/costs.csv", f"{RES}/tables/costs.md"]
 
 
-def allocation_for(wildcards):
-    return ALLOCATION.format(
-        model=wildcards.model,
-        alloc=allocation_slug(METHODS[wildcards.method]),
-        sparsity=wildcards.sparsity,
-    )
+def method_path(template, wildcards, **extra):
+    """``template`` filled with the model, the method's artifact keys and ``extra``."""
+    keys = SLUGS[wildcards.method]
+    return template.format(model=wildcards.model, **keys, **extra)
 
 
 def prune_inputs(wildcards):
     inputs = {
         "model": MODEL_DIR.format(model=wildcards.model),
-        "windows": WINDOWS.format(model=wildcards.model),
-        "allocation": allocation_for(wildcards),
+        "windows": method_path(WINDOWS, wildcards),
+        "allocation": method_path(ALLOCATION, wildcards, sparsity=wildcards.sparsity),
     }
+    if config["diagnostics"]["holdout_windows"]:
+        inputs["holdout"] = method_path(HOLDOUT, wildcards)
     if uses_groups(wildcards.method):
-        inputs["clusters"] = CLUSTERS.format(model=wildcards.model)
-        inputs["groups"] = GROUPS.format(model=wildcards.model)
+        inputs["clusters"] = method_path(CLUSTERS, wildcards)
+        inputs["groups"] = method_path(GROUPS, wildcards)
     return inputs
 
 
 def allocation_inputs(wildcards):
     inputs = {"model": MODEL_DIR.format(model=wildcards.model)}
-    if wildcards.alloc != "uniform":
-        inputs["fc"] = COMPLEXITY.format(model=wildcards.model)
+    measure = MEASURES[wildcards.alloc]
+    if measure == "fc":
+        inputs["importance"] = COMPLEXITY.format(
+            model=wildcards.model, calib=wildcards.calib
+        )
+    elif measure is not None:
+        inputs["importance"] = IMPORTANCE.format(
+            model=wildcards.model, calib=wildcards.calib, measure=measure
+        )
     return inputs
+
+
+def all_checkpoints():
+    return expand(CHECKPOINT, model=MODELS, method=list(METHODS), sparsity=SPARSITIES)
+
+
+def all_holdout():
+    if not config["diagnostics"]["holdout_windows"]:
+        return []
+    return expand(
+        HOLDOUT, model=MODELS, calib=sorted({s["calib"] for s in SLUGS.values()})
+    )
+
+
+def all_windows():
+    return expand(
+        WINDOWS, model=MODELS, calib=sorted({s["calib"] for s in SLUGS.values()})
+    )
 
 
 def allocation_params(alloc):
@@ -115,14 +177,20 @@ def allocation_params(alloc):
     method = next(m for m in METHODS.values() if allocation_slug(m) == alloc)
     return {
         key: method[key]
-        for key in ("allocation", "fc_lambda", "fc_bound")
+        for key in ("allocation", "fc_lambda", "fc_bound", "owl_m")
         if key in method
     }
 
 
 def all_metrics():
-    files = expand(PPL_DENSE, model=MODELS)
-    files += expand(PPL, model=MODELS, method=list(METHODS), sparsity=SPARSITIES)
+    files = expand(PPL_DENSE, dataset=PPL_DATASETS, model=MODELS)
+    files += expand(
+        PPL,
+        dataset=PPL_DATASETS,
+        model=MODELS,
+        method=list(METHODS),
+        sparsity=SPARSITIES,
+    )
     return files
 
 

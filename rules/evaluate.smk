@@ -15,9 +15,9 @@ rule evaluate_ppl:
     output:
         metrics=PPL,
     log:
-        "logs/evaluate_ppl/{model}/{method}/sp{sparsity}.log",
+        "logs/evaluate_ppl/{dataset}/{model}/{method}/sp{sparsity}.log",
     benchmark:
-        "benchmarks/evaluate_ppl/{model}/{method}/sp{sparsity}.tsv"
+        "benchmarks/evaluate_ppl/{dataset}/{model}/{method}/sp{sparsity}.tsv"
     conda:
         "../envs/fangprune.yaml"
     threads: config["threads"]
@@ -26,6 +26,7 @@ rule evaluate_ppl:
     params:
         **EVAL_PARAMS,
         model=lambda w: w.model,
+        dataset=lambda w: w.dataset,
         method=lambda w: w.method,
         sparsity=lambda w: float(w.sparsity),
         dtype=lambda w: model_dtype(w.model),
@@ -39,9 +40,9 @@ rule evaluate_dense:
     output:
         metrics=PPL_DENSE,
     log:
-        "logs/evaluate_ppl/{model}/dense.log",
+        "logs/evaluate_ppl/{dataset}/{model}/dense.log",
     benchmark:
-        "benchmarks/evaluate_ppl/{model}/dense.tsv"
+        "benchmarks/evaluate_ppl/{dataset}/{model}/dense.tsv"
     conda:
         "../envs/fangprune.yaml"
     threads: config["threads"]
@@ -50,6 +51,7 @@ rule evaluate_dense:
     params:
         **EVAL_PARAMS,
         model=lambda w: w.model,
+        dataset=lambda w: w.dataset,
         method="dense",
         sparsity=0.0,
         dtype=lambda w: model_dtype(w.model),

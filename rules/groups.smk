@@ -1,18 +1,22 @@
 rule groups:
     input:
-        scores=SCORES,
+        scores=lambda w: SCORES.format(
+            model=w.model, calib=w.calib, clus=w.clus, score=GROUP_SCORE[w.group]
+        ),
     output:
         groups=GROUPS,
     log:
-        f"logs/groups/{{model}}/{CALIB}/{CLUS}/{GROUP}.log",
+        "logs/groups/{model}/{calib}/{clus}/{group}.log",
     benchmark:
-        f"benchmarks/groups/{{model}}/{CALIB}/{CLUS}/{GROUP}.tsv"
+        "benchmarks/groups/{model}/{calib}/{clus}/{group}.tsv"
     conda:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
         **cpu_resources(),
     params:
-        method=config["clustering"]["grouping"],
+        method=lambda w: GROUPINGS[w.group]["method"],
+        shared=lambda w: GROUPINGS[w.group]["shared"],
+        seed=lambda w: GROUPINGS[w.group]["seed"],
     script:
         "../workflow_scripts/groups.py"

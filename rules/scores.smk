@@ -6,16 +6,16 @@ rule scores:
     output:
         scores=SCORES,
     log:
-        f"logs/scores/{{model}}/{CALIB}/{CLUS}/{SCORE}.log",
+        "logs/scores/{model}/{calib}/{clus}/{score}.log",
     benchmark:
-        f"benchmarks/scores/{{model}}/{CALIB}/{CLUS}/{SCORE}.tsv"
+        "benchmarks/scores/{model}/{calib}/{clus}/{score}.tsv"
     conda:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
         **gpu_resources(whole_model=True),
     params:
-        loss=config["clustering"]["score_loss"],
+        loss=lambda w: SCORINGS[w.score]["score_loss"],
         device_map=model_device_map,
         recompute=config["clustering"]["score_recompute"],
         dtype=lambda w: model_dtype(w.model),

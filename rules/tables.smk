@@ -3,7 +3,7 @@ rule tables:
         ppl=all_metrics(),
         zeroshot=all_zeroshot(),
         speed=all_speed(),
-        windows=expand(WINDOWS, model=MODELS),
+        windows=all_windows(),
     output:
         metrics=report(f"{RES}/tables/metrics.csv", category="Tables"),
         tables=[
@@ -20,5 +20,31 @@ rule tables:
     threads: 1
     resources:
         **cpu_resources(),
+    params:
+        references=config["tables"]["references"],
+        ablations=config["tables"]["ablations"],
+        bootstrap=config["tables"]["bootstrap"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/tables.py"
+
+
+rule diagnostics:
+    input:
+        checkpoints=all_checkpoints(),
+        holdout=all_holdout(),
+    output:
+        csv=report(DIAGNOSTICS[0], category="Diagnostics"),
+        md=report(DIAGNOSTICS[1], category="Diagnostics"),
+        plot=report(DIAGNOSTICS[2], category="Diagnostics"),
+    log:
+        "logs/tables/diagnostics.log",
+    benchmark:
+        "benchmarks/tables/diagnostics.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: 1
+    resources:
+        **cpu_resources(),
+    script:
+        "../workflow_scripts/diagnostics.py"

@@ -51,6 +51,10 @@ def test_greedy_takes_largest_raw_score_first():
     assert groups[1].tolist() == [0, 2] and groups[0].tolist() == [1, 3]
 
 
-def test_indivisible_width_is_rejected():
-    with pytest.raises(ValueError, match="equal groups"):
-        build_groups(np.ones((7, 60)))
+def test_indivisible_width_gives_sizes_differing_by_one():
+    # 60 channels, K = 7: shared group floor(60 / 8) = 7, the functional groups share the other 53 (8 x 4, 7 x 3)
+    g = build_groups(np.random.default_rng(0).random((7, 60)))
+    assert len(g["shared"]) == 7 and sorted(len(x) for x in g["groups"]) == [7, 7, 7, 8, 8, 8, 8]
+    check_partition(g["shared"], g["groups"], 60)
+    with pytest.raises(ValueError, match="cannot be split"):
+        build_groups(np.ones((7, 5)))

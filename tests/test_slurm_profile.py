@@ -21,10 +21,10 @@ slurm_utils = pytest.importorskip("snakemake_executor_plugin_slurm.utils")
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {
     "cluster", "complexity", "prune", "scores", "evaluate_ppl", "evaluate_dense", "evaluate_zeroshot",
-    "evaluate_zeroshot_dense", "evaluate_speed",
+    "evaluate_zeroshot_dense", "evaluate_speed", "importance",
 }
 WHOLE_MODEL_RULES = GPU_RULES - {"cluster", "complexity", "prune"}
-LOCAL_RULES = {"all", "calibrate", "groups", "allocate", "tables", "costs"}
+LOCAL_RULES = {"all", "calibrate", "holdout", "groups", "allocate", "tables", "diagnostics", "costs"}
 
 
 def config(tmp_path: Path, **overrides) -> Path:
@@ -101,7 +101,8 @@ def local_rules(cfg: Path, workdir: Path) -> set[str]:
 
 def test_gpu_rules_ask_sbatch_for_gpus_and_cpu_rules_for_none(tmp_path):
     resources = {"gpu_model": "a100", "gpu_partition": "gpu", "cpu_partition": "cpu", "slurm_account": "lab"}
-    cfg = config(tmp_path, resources=resources)
+    methods = {"obc": {}, "o-fang": {}, "obc-owl": {"algorithm": "obc", "allocation": "owl"}}
+    cfg = config(tmp_path, resources=resources, methods=methods)
     jobs = planned_jobs(dry_run(tmp_path, cfg))
     assert local_rules(cfg, tmp_path) == LOCAL_RULES
     remote = [j for j in jobs if j.name not in LOCAL_RULES]
@@ -147,7 +148,8 @@ def test_sweep_of_3_models_4_sparsities_4_methods_clusters_each_model_once(tmp_p
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], re.M)}
     assert counts["cluster"] == counts["scores"] == counts["groups"] == 3
     assert counts["prepare_model"] == counts["calibrate"] == counts["complexity"] == 3
-    assert counts["prune"] == 3 * 4 * 4 and counts["evaluate_ppl"] == 48 and counts["evaluate_dense"] == 3
+    # two perplexity texts in the CI config (wikitext2, ptb)
+    assert counts["prune"] == 3 * 4 * 4 and counts["evaluate_ppl"] == 2 * 48 and counts["evaluate_dense"] == 2 * 3
     assert counts["evaluate_zeroshot"] == 48 and counts["evaluate_zeroshot_dense"] == 3
     pruned = {(j.wildcards["model"], j.wildcards["method"], j.wildcards["sparsity"]) for j in planned_jobs(out)
               if j.name == "prune"}

@@ -35,34 +35,45 @@ def test_average_is_the_mean_of_the_task_columns(rows):
     assert sum(r["metric"] == AVG for r in rows) == 6
 
 
+def always(*_):
+    return True
+
+
 def test_markdown_tables_byte_for_byte(rows):
-    assert to_markdown(rows, "table1", TITLES["table1"], ["a note"]) == (DATA / "table1_expected.md").read_text()
-    assert to_markdown(rows, "table2", TITLES["table2"]) == (DATA / "table2_expected.md").read_text()
+    assert to_markdown(rows, "table1", TITLES["table1"], ["a note"], always) == (DATA / "table1_expected.md").read_text()
+    assert to_markdown(rows, "table2", TITLES["table2"], None, always) == (DATA / "table2_expected.md").read_text()
+
+
+def test_nothing_is_marked_without_a_resolved_interval(rows):
+    by_key = _index(rows)
+    assert marks(by_key, sorted(by_key), table_columns("table2", rows)) == {}
+    assert "**" not in to_markdown(rows, "table2", TITLES["table2"])
+    # a resolver that resolves nothing marks nothing either
+    assert marks(by_key, sorted(by_key), table_columns("table2", rows), lambda *a: False) == {}
 
 
 def test_marks_go_to_best_and_second_per_sparsity_block(rows):
     by_key = _index(rows)
     keys = sorted(by_key)
-    mk = marks(by_key, keys, table_columns("table2", rows))
-    # 30%: BoolQ ties a/c at 65 (both best), b second; ARC-e b best, a second, c unmarked
-    assert mk[(("m", "a", 0.3), "boolq")] == mk[(("m", "c", 0.3), "boolq")] == "best"
-    assert mk[(("m", "b", 0.3), "boolq")] == "second"
+    mk = marks(by_key, keys, table_columns("table2", rows), always)
+    # 30%: BoolQ ties a/c at 65: a tie is never resolved, so no mark; ARC-e b best, a second, c unmarked
+    assert not any(mk.get((("m", m, 0.3), "boolq")) for m in "abc")
     assert mk[(("m", "b", 0.3), "arc_easy")] == "best" and mk[(("m", "a", 0.3), "arc_easy")] == "second"
     assert (("m", "c", 0.3), "arc_easy") not in mk
     # 40% has two methods: a best, never a second; the dense row is never marked
     assert mk[(("m", "a", 0.4), "boolq")] == "best" and (("m", "b", 0.4), "boolq") not in mk
     assert not any(k[1] == "dense" for k, _ in mk)
     # perplexity: lower is better
-    mk1 = marks(by_key, keys, table_columns("table1", rows))
+    mk1 = marks(by_key, keys, table_columns("table1", rows), always)
     assert mk1[(("m", "b", 0.3), "ppl_wikitext2")] == "best" and mk1[(("m", "a", 0.3), "ppl_wikitext2")] == "second"
     assert not any(metric in ("params", "block_params_kept_frac") for _, metric in mk1)
 
 
 def test_latex_marks_and_escapes(rows):
-    tex = to_latex(rows, "table2", TITLES["table2"])
+    tex = to_latex(rows, "table2", TITLES["table2"], None, always)
     lines = tex.splitlines()
-    assert "a & 30\\% & \\textbf{65.00} & \\underline{55.00} & \\textbf{60.00} \\\\" in lines
-    assert "c & 30\\% & \\textbf{65.00} & 50.00 & 57.50 \\\\" in lines
+    assert "a & 30\\% & 65.00 & \\underline{55.00} & \\textbf{60.00} \\\\" in lines
+    assert "c & 30\\% & 65.00 & 50.00 & 57.50 \\\\" in lines
     assert tex.count("\\begin{tabular}{llrrr}") == 1 and "\\bottomrule" in tex
     t1 = to_latex(rows, "table1", TITLES["table1"])
     assert "dense & 0\\% & 10.00 & 65.00 & 100.0\\% & 1,000 \\\\" in t1.splitlines()
@@ -91,3 +102,26 @@ def test_plot_is_a_png(rows, tmp_path):
 
     sparsity_curves(rows, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_delta_cells_in_the_papers_style_starred_when_resolved(rows):
+    extra = [
+        {"model": "m", "method": "b", "sparsity": 0.3, "metric": "delta_ppl_wikitext2", "value": -0.5,
+         "ci_low": -0.9, "ci_high": -0.1, "n": 32, "reference": "a"},
+        {"model": "m", "method": "b", "sparsity": 0.3, "metric": "delta_boolq", "value": -0.05,
+         "ci_low": -0.12, "ci_high": 0.02, "n": 100, "reference": "a"},
+    ]
+    md = to_markdown(rows + extra, "table1", TITLES["table1"])
+    assert "| b | 30% | 12.00 (-0.50)* |" in md
+    md2 = to_markdown(rows + extra, "table2", TITLES["table2"])
+    assert "| b | 30% | 60.00 (-5.00) | 58.00 |" in md2  # accuracy deltas in points; interval spans 0: no star
+    table = list(csv.DictReader(io.StringIO(to_csv(rows + extra, "table1"))))
+    b = next(r for r in table if r["method"] == "b" and r["sparsity"] == "0.3")
+    assert float(b["delta_ppl_wikitext2"]) == -0.5 and float(b["delta_ppl_wikitext2_ci_high"]) == -0.1
+    buf = io.StringIO()
+    from fangprune.tables import write_metrics_csv
+
+    write_metrics_csv(rows + extra, buf)
+    back = read_metrics_csv(io.StringIO(buf.getvalue()))
+    row = next(r for r in back if r["metric"] == "delta_boolq")
+    assert row["reference"] == "a" and row["ci_low"] == -0.12 and row["n"] == 100

@@ -62,10 +62,37 @@ def test_adding_sparsity_or_method_adds_no_shared_jobs(tmp_path):
     for shared in ("cluster", "scores", "groups", "complexity", "calibrate", "prepare_model"):
         assert base[shared] == more_sp[shared] == more_m[shared] == 1
     assert more_sp["prune"] == base["prune"] + 2 and more_m["prune"] == base["prune"] + 2
-    assert base["prune"] == 4 and base["evaluate_ppl"] == 4 and base["evaluate_dense"] == 1
+    # one perplexity job per checkpoint and dataset (wikitext2, ptb)
+    assert base["prune"] == 4 and base["evaluate_ppl"] == 8 and base["evaluate_dense"] == 2
     # the dense model is evaluated once per task, whatever the methods and sparsities
     assert base["evaluate_zeroshot_dense"] == more_sp["evaluate_zeroshot_dense"] == more_m["evaluate_zeroshot_dense"] == 3
     assert base["evaluate_zeroshot"] == 12 and more_sp["evaluate_zeroshot"] == 18
+
+
+def ablation_config(path: Path, extra_methods=None) -> Path:
+    """configs/ablations.yaml on the tiny CI model (its methods, tables and settings over the CI config)."""
+    abl = yaml.safe_load((REPO / "configs" / "ablations.yaml").read_text())
+    abl["methods"].update(extra_methods or {})
+    return write_config(path, **abl)
+
+
+def test_ablation_config_shares_clustering_scores_and_groups(tmp_path):
+    counts = job_counts(ablation_config(tmp_path / "a"))
+    assert counts["prune"] == 18 and counts["tables"] == 1
+    # WikiText-2 and Alpaca calibration: one clustering chain each; groups: lap, greedy, random, no shared group
+    # (WikiText-2) and lap (Alpaca); importance: taylor and owl
+    assert counts["calibrate"] == counts["cluster"] == counts["scores"] == counts["complexity"] == 2
+    assert counts["groups"] == 5 and counts["importance"] == 2
+    # another row that keeps the clustering and grouping adds its prune and evaluation jobs only
+    more = job_counts(ablation_config(tmp_path / "b", {"o-fang-tau3": {"algorithm": "o-fang", "tau": 3.0}}))
+    assert more["prune"] == 19 and more["evaluate_ppl"] == counts["evaluate_ppl"] + 2
+    for shared in ("calibrate", "cluster", "scores", "groups", "complexity", "importance", "allocate"):
+        assert more[shared] == counts[shared], shared
+    # a K override builds its own clustering chain, and nothing else that exists is redone
+    k5 = job_counts(ablation_config(tmp_path / "c", {"o-fang-k5": {"algorithm": "o-fang", "clustering": {"k": 5}}}))
+    assert k5["cluster"] == k5["scores"] == 3 and k5["groups"] == 6 and k5["calibrate"] == 2
+    tables = {t for t in yaml.safe_load((REPO / "configs" / "ablations.yaml").read_text())["tables"]["ablations"]}
+    assert tables == {"table5", "table6", "table7", "table8", "table9"}
 
 
 @pytest.mark.parametrize(
@@ -87,17 +114,34 @@ def test_bad_config_fails_before_any_job(tmp_path, override, key):
 
 @pytest.mark.slow
 def test_full_workflow_on_tiny_llama(tmp_path):
-    wd = write_config(tmp_path)
+    ablation = {"title": "an ablation table", "reference": "obc", "methods": ["obc", "o-fang"]}
+    wd = write_config(tmp_path, tables={"ablations": {"table_ab": ablation}})
     run(wd, "--cores", "2")
     rows = list(csv.DictReader(open(wd / "results/tables/metrics.csv")))
     got = {(r["method"], float(r["sparsity"]), r["metric"]): float(r["value"]) for r in rows}
     for method, sp in [("dense", 0.0), ("obc", 0.2), ("obc", 0.4), ("o-fang", 0.2), ("o-fang", 0.4)]:
-        assert math.isfinite(got[(method, sp, "ppl_wikitext2")])
+        assert math.isfinite(got[(method, sp, "ppl_wikitext2")]) and math.isfinite(got[(method, sp, "ppl_ptb")])
         assert abs(got[(method, sp, "block_params_kept_frac")] - (1 - sp)) < 0.02
+        assert got[(method, sp, "boolq/gold_loglik")] < 0 and got[(method, sp, "boolq/gold_loglik_per_token")] < 0
         for task in ("boolq", "arc_easy", "mmlu", "mmlu/stem"):
             assert 0.0 <= got[(method, sp, task)] <= 1.0
         assert got[(method, sp, "boolq/n")] == 3 and got[(method, sp, "mmlu/n")] == 57
+    # every accuracy has n and a standard error; o-fang has paired deltas against obc with intervals
+    by = {(r["method"], float(r["sparsity"]), r["metric"]): r for r in rows}
+    assert by[("o-fang", 0.4, "boolq")]["n"] == "3" and float(by[("o-fang", 0.4, "boolq")]["stderr"]) >= 0
+    delta = by[("o-fang", 0.4, "delta_ppl_wikitext2")]
+    assert delta["reference"] == "obc" and float(delta["ci_low"]) <= float(delta["value"]) <= float(delta["ci_high"])
+    assert ("obc", 0.4, "delta_ppl_wikitext2") not in by
     table = (wd / "results/tables/table1.md").read_text()
+    assert "PTB PPL" in table and "paired bootstrap" in table
+    ab = (wd / "results/tables/table_ab.md").read_text()
+    assert "an ablation table" in ab and "| o-fang | 40% |" in ab and ("(+" in ab or "(-" in ab)
+    # diagnostics: every pruned layer's held-out reconstruction error, a summary and a plot
+    diag = list(csv.DictReader(open(wd / "results/tables/diagnostics.csv")))
+    assert len(diag) == 4 * 3 and all(0 <= float(r["err_down_proj"]) for r in diag)
+    assert all(r["ess_mean"] for r in diag if r["method"] == "o-fang")
+    assert "held-out" in (wd / "results/tables/diagnostics.md").read_text()
+    assert (wd / "results/tables/reconstruction_error.png").read_bytes()[:4] == b"\x89PNG"
     assert "| dense | 0% |" in table and "| o-fang | 40% |" in table and "Avg acc (2 tasks)" in table
     assert "first 3" in table and "LIMITED" in table
     assert "| Method | Sparsity | BoolQ | ARC-e | Avg |" in (wd / "results/tables/table2.md").read_text()

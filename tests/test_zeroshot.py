@@ -113,6 +113,8 @@ def _check(model, tok, name, result):
         ll = [hand_loglik(model, tok, c, k) for c, k in pairs]
         assert ex["gold"][i] == gold
         assert ex["loglik"][i] == pytest.approx(ll, abs=2e-3, rel=1e-4)
+        gold_cont = pairs[gold][1]
+        assert ex["gold_tokens"][i] == len(tok(gold_cont, add_special_tokens=False).input_ids) >= 1
         choice = max(range(len(ll)), key=ll.__getitem__)
         assert ex["acc"][i] == float(choice == gold)
         if ex["acc_norm"] is not None:  # lm-eval normalises by the choice's length in characters

@@ -1,14 +1,21 @@
-"""Sample the calibration windows (token ids) once per model and calibration spec."""
+"""Sample the calibration windows (token ids) once per model and calibration spec, or (``holdout`` > 0) the
+held-out windows of the same text that overlap none of them (diagnostics, variant selection)."""
 
 from fangprune import runtime
-from fangprune.data import calibration_windows
+from fangprune.data import calibration_token_ids, holdout_windows, sample_windows
 from fangprune.io import save_torch, timed_step
 from fangprune.models import load_tokenizer
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params
 runtime.from_snakemake(smk)
+holdout = smk.params.get("holdout", 0)
 with timed_step("calibrate"):
     tok = load_tokenizer(smk.input.model)
-    windows, source = calibration_windows(tok, p.dataset, p.nsamples, p.seqlen, p.seed, p.data_dir)
+    ids, source = calibration_token_ids(tok, p.dataset, p.data_dir)
+    if holdout:
+        windows = holdout_windows(ids, p.nsamples, p.seqlen, p.seed, holdout)
+        source = f"{source}; {holdout} held-out windows disjoint from the calibration windows"
+    else:
+        windows = sample_windows(ids, p.nsamples, p.seqlen, p.seed)
     save_torch(smk.output.windows, {"input_ids": windows, "source": source, "dataset": p.dataset, "seed": p.seed})

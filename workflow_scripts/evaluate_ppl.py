@@ -1,9 +1,9 @@
-"""WikiText-2 test perplexity of a dense or pruned checkpoint."""
+"""Perplexity of a dense or pruned checkpoint on one evaluation text (WikiText-2 test, PTB test, C4 validation)."""
 
 
 from fangprune import runtime
 from fangprune.checkpoint import load_pruned
-from fangprune.data import wikitext2_test
+from fangprune.data import evaluation_text, protocol_windows
 from fangprune.evaluation import perplexity
 from fangprune.io import provenance, timed_step, write_json
 from fangprune.models import DTYPES, block_params, count_params, load_tokenizer
@@ -14,11 +14,12 @@ device = runtime.from_snakemake(smk)
 with timed_step("evaluate_ppl") as step:
     model = load_pruned(smk.input.checkpoint, dtype=DTYPES[p.dtype], device_map=p.device_map)
     tok = load_tokenizer(smk.input.checkpoint)
-    text = wikitext2_test(p.data_dir)
+    text = evaluation_text(p.dataset, p.data_dir)
     ids = tok(text.text, return_tensors="pt", add_special_tokens=False).input_ids[0]
-    result = perplexity(model, ids, p.seqlen, device, p.max_windows, p.batch_size)
+    windows = protocol_windows(p.dataset, p.max_windows)
+    result = perplexity(model, ids, p.seqlen, device, windows, p.batch_size)
 write_json(smk.output.metrics, {
-    "model": p.model, "method": p.method, "sparsity": p.sparsity, "dataset": text.source,
+    "model": p.model, "method": p.method, "sparsity": p.sparsity, "dataset": p.dataset, "source": text.source,
     "seqlen": p.seqlen, **result, "params": count_params(model), "block_params": block_params(model),
     "resources": step, "provenance": provenance(),
 })

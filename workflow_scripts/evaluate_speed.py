@@ -4,7 +4,7 @@ from fangprune import runtime
 from fangprune.checkpoint import load_pruned
 from fangprune.io import provenance, timed_step, write_json
 from fangprune.models import DTYPES
-from fangprune.speed import compare_speed, disk_bytes
+from fangprune.speed import compare_speed, disk_bytes, speedups
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params
@@ -16,11 +16,14 @@ with timed_step("speed") as step:
                           batch_size=p.batch_size, repeats=p.repeats, seed=p.seed)
 speed["dense"]["disk_bytes"] = disk_bytes(smk.input.dense)
 speed["pruned"]["disk_bytes"] = disk_bytes(smk.input.checkpoint)
+spread = {f"{kind}_speedup_spread": speedups(speed["dense"][f"{kind}_s"], speed["pruned"][f"{kind}_s"])
+          for kind in ("prefill", "decode")}
 ratios = {
     "params_ratio": speed["pruned"]["params"] / speed["dense"]["params"],
     "disk_ratio": speed["pruned"]["disk_bytes"] / speed["dense"]["disk_bytes"],
-    "prefill_speedup": speed["pruned"]["prefill_tokens_per_s"] / speed["dense"]["prefill_tokens_per_s"],
-    "decode_speedup": speed["pruned"]["decode_tokens_per_s"] / speed["dense"]["decode_tokens_per_s"],
+    "prefill_speedup": spread["prefill_speedup_spread"]["median"],
+    "decode_speedup": spread["decode_speedup_spread"]["median"],
+    **spread,
 }
 write_json(smk.output.metrics, {
     "model": p.model, "method": p.method, "sparsity": p.sparsity, "device": str(device), "threads": smk.threads,

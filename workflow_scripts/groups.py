@@ -1,5 +1,6 @@
 """Neuron-to-Function Assignment + Shared Neuron Group Retention, per layer."""
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from fangprune import runtime
@@ -12,8 +13,10 @@ runtime.from_snakemake(smk)
 with timed_step("groups"):
     scores = load_torch(smk.input.scores)["scores"].numpy()
     layers = []
-    for layer_scores in tqdm(scores, desc="groups", mininterval=5):
-        g = build_groups(layer_scores, p.method)
+    for idx, layer_scores in enumerate(tqdm(scores, desc="groups", mininterval=5)):
+        rng = np.random.default_rng([p.seed, idx])  # random grouping: one stream per layer, seeded
+        g = build_groups(layer_scores, p.method, shared=p.shared, rng=rng)
         check_partition(g["shared"], g["groups"], layer_scores.shape[1])
         layers.append({"shared": g["shared"].tolist(), "groups": [x.tolist() for x in g["groups"]]})
-    write_json(smk.output.groups, {"method": p.method, "layers": layers, "provenance": provenance()})
+    write_json(smk.output.groups, {"method": p.method, "shared_group": p.shared, "seed": p.seed,
+                                   "layers": layers, "provenance": provenance()})

@@ -19,10 +19,11 @@ with timed_step("prune") as step:
     if "clusters" in smk.input.keys():
         clusters = ContextClusters.from_state_dict(load_torch(smk.input.clusters))
         groups = read_json(smk.input.groups)
+    holdout = load_torch(smk.input.holdout)["input_ids"] if "holdout" in smk.input.keys() else None
     model = load_model(smk.input.model, dtype=p.dtype)
     report = prune_model(
         model, calib["input_ids"], p.method, alloc["layer_sparsity"], device,
-        batch_size=p.batch_size, clusters=clusters, groups=groups,
+        batch_size=p.batch_size, clusters=clusters, groups=groups, holdout=holdout,
     )
 manifest = {
     "model": p.model, "method": p.method_name, "params": p.method, "sparsity": p.sparsity,

@@ -55,14 +55,22 @@ def fc_allocation(fc: np.ndarray, p: float, lam: float, bound: bool = True) -> n
     return sp + (p - sp.mean())  # remove the last ~1e-16 of bisection error
 
 
-def allocate(method: dict, p: float, fc: np.ndarray, k: int | None) -> np.ndarray:
-    """Per-layer sparsities for a resolved method entry; rejects allocations no layer can satisfy."""
+#: Allocations: uniform, or an importance per layer mapped by Eq. 8 (FC: the paper; taylor and owl: Table 7).
+ALLOCATIONS = ("uniform", "fc", "taylor", "owl")
+
+
+def allocate(method: dict, p: float, importance: np.ndarray, k: int | None) -> np.ndarray:
+    """Per-layer sparsities for a resolved method entry; rejects allocations no layer can satisfy.
+
+    ``importance`` is FC for ``fc``, the block Taylor sensitivity for ``taylor``, the outlier ratio for
+    ``owl`` (all: more important -> pruned less, through the same Eq. 8 map with lambda = fc_lambda * p).
+    """
     if method["allocation"] == "uniform":
-        sp = uniform_allocation(p, len(fc))
-    elif method["allocation"] == "fc":
-        sp = fc_allocation(fc, p, method["fc_lambda"] * p, method["fc_bound"])
+        sp = uniform_allocation(p, len(importance))
+    elif method["allocation"] in ALLOCATIONS:
+        sp = fc_allocation(importance, p, method["fc_lambda"] * p, method["fc_bound"])
     else:
-        raise ValueError(f"unknown allocation {method['allocation']!r}")
+        raise ValueError(f"unknown allocation {method['allocation']!r} ({', '.join(ALLOCATIONS)})")
     cap = 1.0 if k is None else k / (k + 1)
     bad = np.flatnonzero(sp >= cap)
     if bad.size:

@@ -60,11 +60,11 @@ def load_schema() -> dict:
 def validate_config(config: dict, *, check_sources: bool = True) -> dict:
     """Validate ``config`` in place (defaults filled in) and return it. Raises ConfigError naming the key."""
     _schema_check(config, load_schema(), "")
+    _expand_sweeps(config)
     try:
         load_plugins(config["plugins"])
     except ImportError as exc:
         raise ConfigError(f"config key 'plugins': {exc}") from None
-    k = config["clustering"]["k"]
     resolved = {}
     for name, params in config["methods"].items():
         try:
@@ -75,10 +75,14 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
             raise ConfigError(f"config key 'methods.{name}.{exc.key}': {exc}") from None
         method = get_method(full["algorithm"])
         _schema_check(full, method.json_schema(), f"methods.{name}")
+        for section in OVERRIDABLE:
+            if full.get(section):
+                _schema_check(full[section], _override_schema(section), f"methods.{name}.{section}")
         resolved[name] = full
+        k = effective(config, full, "clustering")["k"]
         for p in config["sparsities"]:
-            hi = p + (full.get("fc_lambda", 0.0) * p if full.get("allocation") == "fc" else 0.0)
-            cap = k / (k + 1) if method.uses_groups else 1.0
+            hi = p + (full.get("fc_lambda", 0.0) * p if full.get("allocation", "uniform") != "uniform" else 0.0)
+            cap = k / (k + 1) if method.uses_groups and full.get("shared_group", True) else 1.0
             if hi >= cap:
                 raise ConfigError(
                     f"config key 'sparsities' ({p}) with 'methods.{name}': a layer may reach sparsity {hi:.3f}, "
@@ -98,8 +102,77 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
                     f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
                 )
     _check_zeroshot(config)
+    _check_tables(config)
     config["_methods_resolved"] = resolved
     return config
+
+
+def sweep_names(name: str, sweep: dict) -> list[tuple[str, dict]]:
+    """The methods of a sweep: ``{tau: [3, 5]}`` on ``o-fang`` -> (o-fang-tau3, {tau: 3}), (o-fang-tau5, ...).
+
+    A dotted key sets a nested override (``clustering.k`` -> ``{clustering: {k: ...}}``, name suffix ``-k5``);
+    several keys give their cartesian product.
+    """
+    import itertools
+
+    keys = list(sweep)
+    out = []
+    for values in itertools.product(*(sweep[k] for k in keys)):
+        suffix = "".join(f"-{k.rsplit('.', 1)[-1]}{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                         else f"-{k.rsplit('.', 1)[-1]}-{v}" for k, v in zip(keys, values))
+        overrides: dict = {}
+        for k, v in zip(keys, values):
+            *path, leaf = k.split(".")
+            node = overrides
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = v
+        out.append((f"{name}{suffix}", overrides))
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
+
+
+def _expand_sweeps(config: dict) -> None:
+    """Replace every method entry with a ``sweep`` by one method per value combination (names in paths and
+    tables); an ablation table listing the swept name lists all of them."""
+    methods, sweeps = {}, {}
+    for name, params in config["methods"].items():
+        params = dict(params or {})
+        sweep = params.pop("sweep", None)
+        if not sweep:
+            methods[name] = params
+            continue
+        if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+            raise ConfigError(f"config key 'methods.{name}.sweep': a mapping of parameter -> non-empty list")
+        sweeps[name] = []
+        for expanded, overrides in sweep_names(name, sweep):
+            if expanded in config["methods"]:
+                raise ConfigError(f"config key 'methods.{name}.sweep': {expanded!r} is also a method of its own")
+            methods[expanded] = _merge(params, overrides)
+            sweeps[name].append(expanded)
+    config["methods"] = methods
+    for spec in config["tables"]["ablations"].values():
+        spec["methods"] = [m for n in spec["methods"] for m in sweeps.get(n, [n])]
+    config["_sweeps"] = sweeps
+
+
+def _check_tables(config: dict) -> None:
+    """Every method named by a reference or an ablation table exists in the config."""
+    known = set(config["methods"])
+    for name, ref in (config["tables"]["references"] or {}).items():
+        for m in (name, ref):
+            if m not in known:
+                raise ConfigError(f"config key 'tables.references.{name}': no method named {m!r} in 'methods'")
+    for name, spec in config["tables"]["ablations"].items():
+        for m in [spec["reference"], *spec["methods"]]:
+            if m not in known:
+                raise ConfigError(f"config key 'tables.ablations.{name}': no method named {m!r} in 'methods'")
 
 
 def _check_zeroshot(config: dict) -> None:
@@ -119,6 +192,19 @@ def _check_zeroshot(config: dict) -> None:
             missing = missing_files(task, root)
             if missing:
                 raise ConfigError(f"config key 'zeroshot.tasks' ({task}): not in data_dir {root}: {missing[0]}")
+
+
+def _override_schema(section: str) -> dict:
+    """The top-level schema of ``section`` without defaults (a method's override names only what changes)."""
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "default"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(load_schema()["properties"][section])
 
 
 def zeroshot_settings(config: dict, task: str) -> dict:
@@ -198,31 +284,66 @@ def data_dir(config: dict) -> str | None:
     return config.get("data_dir") or os.environ.get(DATA_DIR_ENV) or None
 
 
-def calib_slug(config: dict) -> str:
-    c = config["calibration"]
-    ds = c["dataset"].replace("text:", "text-").replace("/", "_")
-    return f"{ds}-n{c['nsamples']}-l{c['seqlen']}-s{config['seed']}"
+#: Sections a method entry may override for itself (Table 8: calibration source; K and grouping sweeps).
+OVERRIDABLE = ("calibration", "clustering")
 
 
-def cluster_slug(config: dict) -> str:
-    c = config["clustering"]
+def effective(config: dict, method: dict | None, section: str) -> dict:
+    """A config section as one method sees it: the top-level section updated by the method's own override."""
+    out = dict(config[section])
+    if method is not None:
+        out.update(method.get(section) or {})
+    return out
+
+
+def _slug_text(text: str) -> str:
+    return text.replace("text:", "text-").replace("/", "_")
+
+
+def calib_slug(config: dict, method: dict | None = None) -> str:
+    c = effective(config, method, "calibration")
+    return f"{_slug_text(c['dataset'])}-n{c['nsamples']}-l{c['seqlen']}-s{config['seed']}"
+
+
+def cluster_slug(config: dict, method: dict | None = None) -> str:
+    c = effective(config, method, "clustering")
     kind = c["kmeans"] if c["kmeans"] == "kmeans" else f"balanced{c['balance_jitter']:g}"
     sub = "" if c["max_tokens"] is None else f"-t{c['max_tokens']}"
     return f"k{c['k']}-pca{c['pca_dims']}-{kind}{sub}"
 
 
-def score_slug(config: dict) -> str:
-    return f"taylor-{config['clustering']['score_loss']}"
+def score_slug(config: dict, method: dict | None = None) -> str:
+    return f"taylor-{effective(config, method, 'clustering')['score_loss']}"
 
 
-def group_slug(config: dict) -> str:
-    return f"{score_slug(config)}-{config['clustering']['grouping']}"
+def grouping_spec(config: dict, method: dict | None = None) -> dict:
+    """How the neuron groups of a method are built: grouping (lap/greedy/random), shared group on/off, seed."""
+    c = effective(config, method, "clustering")
+    shared = True if method is None else method.get("shared_group", True)
+    return {"method": c["grouping"], "shared": bool(shared), "seed": config["seed"]}
+
+
+def group_slug(config: dict, method: dict | None = None) -> str:
+    g = grouping_spec(config, method)
+    slug = f"{score_slug(config, method)}-{g['method']}"
+    if g["method"] == "random":
+        slug += f"-s{g['seed']}"
+    return slug + ("" if g["shared"] else "-noshared")
+
+
+def importance_slug(method: dict) -> str | None:
+    """The per-layer importance an allocation needs: None (uniform), 'fc', 'taylor' or 'owl-m<M>'."""
+    kind = method["allocation"]
+    if kind == "uniform":
+        return None
+    return f"owl-m{method.get('owl_m', 5.0):g}" if kind == "owl" else kind
 
 
 def allocation_slug(method: dict) -> str:
-    if method["allocation"] == "uniform":
+    measure = importance_slug(method)
+    if measure is None:
         return "uniform"
-    return f"fc-lambda{method['fc_lambda']:g}" + ("" if method["fc_bound"] else "-unbounded")
+    return f"{measure}-lambda{method['fc_lambda']:g}" + ("" if method["fc_bound"] else "-unbounded")
 
 
 def sparsity_tag(p: float) -> str:

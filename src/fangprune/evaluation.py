@@ -1,5 +1,6 @@
-"""Perplexity on WikiText-2 test: non-overlapping windows of ``seqlen`` tokens (remainder dropped), exp of the
-mean next-token NLL (the Wanda/FLAP/FANG protocol; FANG uses seqlen 2048)."""
+"""Perplexity: non-overlapping windows of ``seqlen`` tokens (remainder dropped), exp of the mean next-token NLL
+(the Wanda/FLAP/FANG protocol; FANG uses seqlen 2048). The mean NLL of every window is kept, so two models
+evaluated on the same windows can be compared with a paired interval (``stats.paired_bootstrap``)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ def perplexity(
     windows = token_ids[: n * seqlen].reshape(n, seqlen)
     device = place(model, device)
     model.eval()
-    nll, count = 0.0, 0
+    window_nll = []
     for i in tqdm(range(0, n, batch_size), desc="perplexity", mininterval=5):
         ids = windows[i : i + batch_size].to(device)
         logits = model(input_ids=ids, use_cache=False).logits.float()
         loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
-        )
-        nll += float(loss)
-        count += ids[:, 1:].numel()
-    return {"ppl": math.exp(nll / count), "nll": nll / count, "windows": n, "tokens": count + n}
+            logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none"
+        )  # [batch, seqlen - 1]
+        window_nll += loss.double().mean(1).tolist()
+    nll = sum(window_nll) / n  # every window scores seqlen - 1 tokens, so this is the token mean
+    return {"ppl": math.exp(nll), "nll": nll, "windows": n, "tokens": n * seqlen, "window_nll": window_nll}

@@ -20,8 +20,10 @@ import numpy as np
 
 
 def group_size(n: int, k: int) -> int:
-    if n % (k + 1):
-        raise ValueError(f"{n} MLP channels cannot be split into K+1={k + 1} equal groups (K={k})")
+    """Size m of the shared group: N_n / (K+1), rounded down when K+1 does not divide N_n (the functional groups
+    then share the remainder, sizes differing by at most one)."""
+    if n < k + 1:
+        raise ValueError(f"{n} MLP channels cannot be split into K+1={k + 1} groups (K={k})")
     return n // (k + 1)
 
 
@@ -34,17 +36,20 @@ def shared_group_frequency(scores: np.ndarray, m: int) -> np.ndarray:
     return np.sort(order[:m])
 
 
-def assign_lap(scores: np.ndarray, available: np.ndarray, m: int) -> list[np.ndarray]:
-    """Assign ``available`` channels to K groups of m maximising the summed in-group scores (exact)."""
+def assign_lap(scores: np.ndarray, available: np.ndarray, m: int | list[int]) -> list[np.ndarray]:
+    """Assign ``available`` channels to K groups of m (or of the sizes ``m``) maximising the summed in-group
+    scores (exact)."""
     from scipy.optimize import linear_sum_assignment
 
     k = scores.shape[0]
-    if available.size != k * m:
-        raise ValueError(f"{available.size} channels cannot fill {k} groups of {m}")
-    cost = -np.repeat(scores[:, available].T, m, axis=1)  # [channels, K*m slots]
+    sizes = [m] * k if isinstance(m, (int, np.integer)) else list(m)
+    if available.size != sum(sizes):
+        raise ValueError(f"{available.size} channels cannot fill {k} groups of {sizes}")
+    slot_group = np.repeat(np.arange(k), sizes)
+    cost = -scores[:, available].T[:, slot_group]  # [channels, slots]: context k replicated |G_k| times
     rows, cols = linear_sum_assignment(cost)
     group_of = np.empty(available.size, dtype=np.int64)
-    group_of[rows] = cols // m
+    group_of[rows] = slot_group[cols]
     return [np.sort(available[group_of == g]) for g in range(k)]
 
 
@@ -64,9 +69,10 @@ def shared_group_voting(scores: np.ndarray, m: int) -> np.ndarray:
     return np.sort(np.asarray(shared, dtype=np.int64))
 
 
-def assign_greedy(scores: np.ndarray, available: np.ndarray, m: int) -> list[np.ndarray]:
+def assign_greedy(scores: np.ndarray, available: np.ndarray, m: int | list[int]) -> list[np.ndarray]:
     """Reference split: repeatedly give the (context, channel) pair with the largest raw score."""
     k = scores.shape[0]
+    cap = [m] * k if isinstance(m, (int, np.integer)) else list(m)
     free = np.zeros(scores.shape[1], dtype=bool)
     free[available] = True
     order = np.argsort(-scores, axis=1, kind="stable")
@@ -75,7 +81,7 @@ def assign_greedy(scores: np.ndarray, available: np.ndarray, m: int) -> list[np.
     for _ in range(available.size):
         best_val, best_c, best_j = -np.inf, -1, -1
         for c in range(k):
-            if len(groups[c]) >= m:
+            if len(groups[c]) >= cap[c]:
                 continue
             while not free[order[c, ptr[c]]]:
                 ptr[c] += 1
@@ -87,20 +93,44 @@ def assign_greedy(scores: np.ndarray, available: np.ndarray, m: int) -> list[np.
     return [np.sort(np.asarray(g, dtype=np.int64)) for g in groups]
 
 
-def build_groups(scores: np.ndarray, method: str = "lap") -> dict:
-    """Split one layer's channels: returns {"shared": idx, "groups": [idx_0, ..., idx_{K-1}]}."""
+def random_groups(n: int, k: int, shared: bool, rng: np.random.Generator) -> dict:
+    """Table 6 control: the same group sizes as the chosen grouping, channels drawn at random (seeded)."""
+    perm = rng.permutation(n)
+    m = group_size(n, k) if shared else 0
+    sizes = _even_sizes(n - m, k)
+    bounds = np.cumsum([m, *sizes])
+    return {"shared": np.sort(perm[:m]), "groups": [np.sort(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]}
+
+
+def _even_sizes(n: int, k: int) -> list[int]:
+    return [n // k + (1 if g < n % k else 0) for g in range(k)]
+
+
+def build_groups(scores: np.ndarray, method: str = "lap", shared: bool = True, rng=None) -> dict:
+    """Split one layer's channels: returns {"shared": idx, "groups": [idx_0, ..., idx_{K-1}]}.
+
+    ``shared=False`` (SNGR off, Table 5): no shared group; the K functional groups take all channels, sizes
+    differing by at most one. ``method="random"`` (Table 6): the same sizes, channels at random (``rng``).
+    """
     scores = np.asarray(scores, dtype=np.float64)
     k, n = scores.shape
-    m = group_size(n, k)
-    if method == "lap":
-        shared = shared_group_frequency(scores, m)
-    elif method == "greedy":
-        shared = shared_group_voting(scores, m)
+    if method == "random":
+        return random_groups(n, k, shared, rng if rng is not None else np.random.default_rng(0))
+    if method not in ("lap", "greedy"):
+        raise ValueError(f"unknown grouping method {method!r} (lap, greedy, random)")
+    if shared:
+        m = group_size(n, k)
+        sngr = shared_group_frequency if method == "lap" else shared_group_voting
+        shared_idx = sngr(scores, m)
     else:
-        raise ValueError(f"unknown grouping method {method!r} (lap, greedy)")
-    available = np.setdiff1d(np.arange(n), shared)
-    groups = assign_lap(scores, available, m) if method == "lap" else assign_greedy(scores, available, m)
-    return {"shared": shared, "groups": groups}
+        shared_idx = np.empty(0, dtype=np.int64)
+    sizes = _even_sizes(n - shared_idx.size, k)
+    available = np.setdiff1d(np.arange(n), shared_idx)
+    if method == "lap":
+        groups = assign_lap(scores, available, sizes)
+    else:
+        groups = assign_greedy(scores, available, sizes)
+    return {"shared": shared_idx, "groups": groups}
 
 
 def check_partition(shared: np.ndarray, groups: list[np.ndarray], n: int) -> None:

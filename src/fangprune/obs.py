@@ -84,3 +84,91 @@ def reconstruction_error(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) 
     num = torch.einsum("ij,jk,ik->", D, H, D)
     den = torch.einsum("ij,jk,ik->", W64, H, W64)
     return float(num / den) if den > 0 else 0.0
+
+
+OBC_VARIANTS = ("one-shot", "iterative")
+
+
+def _lowest_allowed(scores: torch.Tensor, allowed: torch.Tensor) -> int:
+    return int(torch.argmin(torch.where(allowed, scores, torch.full_like(scores, float("inf")))))
+
+
+def prune_columns(
+    W: torch.Tensor, Hinv: torch.Tensor, n: int, candidates: torch.Tensor | None = None, variant: str = "one-shot"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove ``n`` input columns of W (among ``candidates``) by OBS saliency (Eq. 9) and compensate (Eq. 10).
+
+    ``one-shot`` (Alg. 2, the paper's default): all n chosen at once from the dense saliencies, one unified
+    compensation. ``iterative`` (Alg. 1): one column at a time, each followed by its compensation and the
+    removal of that column from H^-1 (H^-1 <- H^-1 - H^-1_:j H^-1_j: / H^-1_jj), saliencies recomputed.
+    Returns (compensated W with the pruned columns zeroed, pruned indices sorted).
+    """
+    allowed = torch.ones(W.shape[1], dtype=torch.bool, device=W.device)
+    if candidates is not None:
+        allowed[:] = False
+        allowed[candidates.to(W.device)] = True
+    if n <= 0:
+        return W.clone(), torch.empty(0, dtype=torch.long)
+    if variant == "one-shot":
+        sal = column_saliency(W, Hinv)
+        sal = torch.where(allowed, sal, torch.full_like(sal, float("inf")))
+        pruned = torch.argsort(sal, stable=True)[:n].sort().values
+        return obs_compensate(W, Hinv, pruned), pruned.cpu()
+    if variant != "iterative":
+        raise ValueError(f"unknown obc_variant {variant!r} ({', '.join(OBC_VARIANTS)})")
+    W64, Hinv = W.to(torch.float64).clone(), Hinv.to(torch.float64).clone()
+    pruned = []
+    for _ in range(n):
+        j = _lowest_allowed((W64**2).sum(0) / torch.diagonal(Hinv), allowed)
+        d = Hinv[j, j]
+        W64 -= torch.outer(W64[:, j], Hinv[j, :]) / d
+        W64[:, j] = 0.0
+        Hinv -= torch.outer(Hinv[:, j], Hinv[j, :]) / d
+        Hinv[j, j] = 1.0  # j is gone; keeps later saliencies finite (it is never chosen again)
+        allowed[j] = False
+        pruned.append(j)
+    return W64.to(W.dtype), torch.tensor(sorted(pruned), dtype=torch.long)
+
+
+def prune_blocks(
+    W: torch.Tensor,
+    Hinv: torch.Tensor,
+    blocks: list[torch.Tensor],
+    n: int,
+    variant: str = "one-shot",
+    per_group: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove ``n`` column blocks (heads) of W by block saliency and compensate jointly.
+
+    With ``per_group`` (query heads inside KV groups) the blocks come in consecutive groups of ``per_group``
+    and ``n`` blocks go from every group. ``iterative`` removes one block at a time and takes it out of H^-1
+    (Schur complement), as ``prune_columns`` does for columns. Returns (W, pruned block indices sorted).
+    """
+    from .selection import lowest, lowest_per_group
+
+    if n <= 0:
+        return W.clone(), torch.empty(0, dtype=torch.long)
+    if variant == "one-shot":
+        sal = block_saliency(W, Hinv, blocks)
+        pruned = lowest(sal, n) if per_group is None else lowest_per_group(sal, per_group, n)
+        cols = torch.cat([blocks[b] for b in pruned.tolist()]).to(W.device)
+        return obs_compensate(W, Hinv, cols), pruned
+    if variant != "iterative":
+        raise ValueError(f"unknown obc_variant {variant!r} ({', '.join(OBC_VARIANTS)})")
+    Hinv = Hinv.to(torch.float64).clone()
+    alive = torch.ones(len(blocks), dtype=torch.bool)
+    group = torch.arange(len(blocks)) // (per_group or len(blocks))
+    left = torch.full((int(group.max()) + 1,), n if per_group else n)
+    pruned = []
+    for _ in range(n * (len(left) if per_group else 1)):
+        allowed = alive & (left[group] > 0)
+        b = _lowest_allowed(block_saliency(W, Hinv, blocks), allowed)
+        cols = blocks[b].to(W.device)
+        W = obs_compensate(W, Hinv, cols)
+        inv = torch.linalg.pinv(Hinv[cols][:, cols], hermitian=True)
+        Hinv -= Hinv[:, cols] @ inv @ Hinv[cols, :]
+        Hinv[cols.unsqueeze(1), cols] = torch.eye(cols.numel(), dtype=Hinv.dtype, device=Hinv.device)
+        alive[b] = False
+        left[group[b]] -= 1
+        pruned.append(b)
+    return W, torch.tensor(sorted(pruned), dtype=torch.long)

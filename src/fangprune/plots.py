@@ -1,4 +1,5 @@
-"""Figures: perplexity and mean zero-shot accuracy against sparsity, one line per method (dense at 0%)."""
+"""Figures: perplexity and mean zero-shot accuracy against sparsity, one line per method (dense at 0%); the
+held-out reconstruction error per layer of every checkpoint (diagnostics)."""
 
 from __future__ import annotations
 
@@ -38,11 +39,43 @@ def sparsity_curves(rows: list[dict], path) -> None:
                 ax.axhline(scale * dense[metric], color="grey", linestyle="--", linewidth=0.8, label="dense")
             if metric == "ppl_wikitext2":
                 ax.set_yscale("log")
-            ax.set_xlabel("sparsity (%)")
-            ax.set_ylabel(label)
-            ax.set_title(model)
-            ax.grid(alpha=0.3)
-        axes[i][0].legend(fontsize=8)
+            _label(ax, "sparsity (%)", label, model)
+    _save(fig, axes, path)
+
+
+def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, axes, path) -> None:
+    import matplotlib.pyplot as plt
+
+    for row in axes:
+        row[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
+
+
+def plot_errors(rows: list[dict], path) -> None:
+    """Relative down_proj / o_proj error per layer, one line per method and sparsity, one panel row per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.6 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        for j, name in enumerate(("err_down_proj", "err_o_proj")):
+            ax = axes[i][j]
+            for method, sp in sorted({(r["method"], r["sparsity"]) for r in rows if r["model"] == model}):
+                pts = sorted((r["layer"], r[name]) for r in rows
+                             if (r["model"], r["method"], r["sparsity"]) == (model, method, sp) and name in r)
+                if pts:
+                    ax.plot([p for p, _ in pts], [v for _, v in pts], marker=".", label=f"{method} {sp:.0%}")
+            _label(ax, "layer", f"relative error ({name[4:]}, held-out windows)", model)
+    _save(fig, axes, path)

@@ -13,6 +13,7 @@ import logging
 import torch
 from torch import nn
 
+from . import diagnostics
 from .engine import LayerwiseEngine, input_hooks
 from .methods.registry import get_method
 from .models import block_params, count_params, decoder_layers, roles
@@ -46,6 +47,23 @@ def layer_entry(r, before: int) -> dict:
     }
 
 
+def _layer_moments(held: LayerwiseEngine, idx: int, layer: nn.Module):
+    """Dense weights of layer ``idx`` and the held-out input moments of its measured projections."""
+    moments = {name: diagnostics.InputMoments() for name in diagnostics.MODULES}
+    with input_hooks(diagnostics.observed_modules(layer), lambda name, x: moments[name].add(x)):
+        held.forward_layer(idx, keep_outputs=False)
+    return diagnostics.snapshot(layer), moments
+
+
+def _dense_holdout_moments(held: LayerwiseEngine) -> list:
+    """(weights, moments) of every layer on the dense held-out stream (for whole-model methods)."""
+    out = []
+    for idx, layer in held.visit("held-out moments"):
+        out.append(_layer_moments(held, idx, layer))
+        held.advance(held.forward_layer(idx))
+    return out
+
+
 def prune_model(
     model: nn.Module,
     windows: torch.Tensor,
@@ -55,8 +73,15 @@ def prune_model(
     batch_size: int = 1,
     clusters=None,
     groups=None,
+    holdout: torch.Tensor | None = None,
 ) -> dict:
-    """Prune ``model`` in place with the method ``params["algorithm"]``; return a per-layer report."""
+    """Prune ``model`` in place with the method ``params["algorithm"]``; return a per-layer report.
+
+    With ``holdout`` windows (calibration text not used for any statistic), every layer's entry gets the
+    relative reconstruction error of its o_proj / down_proj on them (``diagnostics``): layer-wise methods measure
+    each layer on the held-out stream through the already pruned layers below (their own convention), whole-model
+    methods on the dense stream (theirs).
+    """
     method = get_method(params["algorithm"])
     if method.uses_groups and (clusters is None or groups is None):
         raise ValueError(f"{method.name} needs context clusters and neuron groups")
@@ -65,8 +90,13 @@ def prune_model(
     if len(layer_sparsity) != len(layers):
         raise ValueError(f"{len(layer_sparsity)} layer sparsities for {len(layers)} layers")
     engine = LayerwiseEngine(model, windows, device, batch_size=batch_size)
+    held = LayerwiseEngine(model, holdout, device, batch_size=batch_size) if holdout is not None else None
     if method.model_pruner is not None:
+        dense = _dense_holdout_moments(held) if held is not None else None
         report = method.model_pruner(model, engine, params, layer_sparsity, clusters=clusters, groups=groups)
+        if dense is not None:
+            for entry, layer, (weights, moments) in zip(report, layers, dense):
+                entry["reconstruction_error"] = diagnostics.layer_errors(layer, weights, moments)
         return summarise(model, report, dense_params, dense_block)
     report = []
     for idx, layer in engine.visit(f"prune {method.name}"):
@@ -74,6 +104,8 @@ def prune_model(
         sp = float(layer_sparsity[idx])
         before = r.attention_params() + r.mlp_params()
         entry = {"layer": idx, "target_sparsity": sp}
+        if held is not None:
+            weights, moments = _layer_moments(held, idx, layer)
         if sp > 0:
             pruner = method.layer_pruner(params, idx, clusters=clusters, groups=groups)
             observed = pruner.observed(r)
@@ -82,6 +114,9 @@ def prune_model(
                     engine.forward_layer(idx, keep_outputs=False)
             entry.update(pruner.prune(r, sp))
             r = roles(layer)
+        if held is not None:
+            entry["reconstruction_error"] = diagnostics.layer_errors(layer, weights, moments)
+            held.advance(held.forward_layer(idx))
         for key, value in layer_entry(r, before).items():
             entry.setdefault(key, value)  # a zeroing method reports its own achieved sparsity
         report.append(entry)

@@ -1,8 +1,9 @@
 """Inference cost of a pruned checkpoint against its dense model, measured in one process on one device.
 
 Prefill: one forward pass over ``batch x prompt_len`` tokens. Decode: ``decode_tokens`` greedy steps with the
-KV cache, one token per sequence per step. Dense and pruned runs alternate and the median of ``repeats`` is kept,
-so slow drifts of the machine hit both alike.
+KV cache, one token per sequence per step. Dense and pruned runs alternate, so slow drifts of the machine hit
+both alike; the speedup of each repeat is dense time / pruned time of that pair, reported as median, min and max
+over the repeats (``speedups``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def _decode_s(model: nn.Module, ids: torch.Tensor, steps: int) -> float:
         cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
     _sync(ids.device)
     return time.perf_counter() - t0
+
+
+def speedups(dense_s: list[float], pruned_s: list[float]) -> dict:
+    """Per-repeat speedups (dense / pruned seconds of each alternating pair): median, min, max, n."""
+    ratios = [d / p for d, p in zip(dense_s, pruned_s)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "n": len(ratios),
+            "ratios": ratios}
 
 
 def disk_bytes(path: str | Path) -> int:

@@ -13,6 +13,10 @@ from torch import nn
 from .models import LayerRoles
 
 
+#: Attribute of a shrunk Linear: the indices of the original input columns it keeps (not saved).
+KEPT_IN = "fangprune_kept_in"
+
+
 def shrink_linear(lin: nn.Linear, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Linear:
     """A new Linear holding the rows ``out_idx`` and columns ``in_idx`` of ``lin``."""
     w = lin.weight.data
@@ -22,6 +26,11 @@ def shrink_linear(lin: nn.Linear, out_idx: torch.Tensor | None = None, in_idx: t
         w = w.index_select(1, in_idx.to(w.device))
     new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, device=w.device, dtype=w.dtype)
     new.weight.data.copy_(w)
+    if in_idx is not None:  # which dense input columns survive (diagnostics compare against the dense layer)
+        before = getattr(lin, KEPT_IN, None)
+        new.__dict__[KEPT_IN] = in_idx.cpu() if before is None else before[in_idx.cpu()]
+    elif getattr(lin, KEPT_IN, None) is not None:
+        new.__dict__[KEPT_IN] = getattr(lin, KEPT_IN)
     if lin.bias is not None:
         b = lin.bias.data if out_idx is None else lin.bias.data.index_select(0, out_idx.to(w.device))
         new.bias.data.copy_(b)

@@ -44,14 +44,47 @@ METRICS = ("IFV", "WIFV", "WIFN")
 STRUCTURES = ("UL-UM", "UL-MM", "AL-MM", "AL-AM")
 
 
+class ReferenceFluctuation:
+    """The reference FLAP code's running estimate (``flap_variance: reference``), per call with a batch of B windows:
+
+    mean <- mean * n / (n + B) + mean_t(x) / (n + B);  fluc <- 0 on the first call, else
+    fluc <- fluc * (n - 1) / (n + B - 1) + sum_t (x_t - mean)^2 / (n + B);  n <- n + B.
+
+    The squared deviation uses the *updated* mean (the reference aliases the old mean to the new one), the first
+    batch adds nothing, and each later batch adds a sum over its tokens divided by a window count, so windows are
+    weighted unequally: it is not the unbiased variance, and rankings differ.
+    """
+
+    def __init__(self):
+        self.mean = None
+        self.fluc = None
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        batch = x.shape[0] if x.dim() == 3 else 1
+        inp = x.reshape(-1, x.shape[-1]).double()
+        if self.mean is None:
+            self.mean = torch.zeros(inp.shape[1], dtype=torch.float64, device=inp.device)
+            self.fluc = torch.zeros_like(self.mean)
+        n = self.n
+        self.mean = self.mean * n / (n + batch) + inp.mean(0) / (n + batch)
+        if n > 0:
+            self.fluc = self.fluc * (n - 1) / (n + batch - 1) + ((inp - self.mean) ** 2).sum(0) / (n + batch)
+        self.n += batch
+
+
 class Moments:
-    """Running (optionally weighted) per-channel sums: sum w, sum w x, sum w x^2, plus unweighted sum x^2."""
+    """Running (optionally weighted) per-channel sums: sum w, sum w x, sum w x^2, plus unweighted sum x^2, and
+    (unweighted only) the reference code's running estimate."""
 
     def __init__(self):
         self.w = self.wx = self.wxx = self.xx = None
         self.windows = 0
+        self.reference = ReferenceFluctuation()
 
     def add(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        if weight is None:
+            self.reference.add(x)
         x = x.reshape(-1, x.shape[-1]).double()
         w = torch.ones_like(x) if weight is None else weight.reshape(x.shape).double()
         vals = (w.sum(0), (w * x).sum(0), (w * x * x).sum(0), (x * x).sum(0))
@@ -70,6 +103,18 @@ class Moments:
         var = self.wxx / self.w - self.mean**2
         n = self.w  # the token count for unit weights (and for T * alpha weights)
         return (var * n / (n - 1).clamp(min=1)).clamp(min=0)
+
+    def fluctuation(self, mode: str) -> torch.Tensor:
+        """IFV under ``flap_variance``: ``unbiased`` (default) or ``reference`` (the reference code's estimate)."""
+        if mode == "unbiased":
+            return self.variance
+        if mode == "reference":
+            return self.reference.fluc
+        raise ValueError(f"unknown flap_variance {mode!r} (unbiased, reference)")
+
+    def baseline(self, mode: str) -> torch.Tensor:
+        """The mean used by bias compensation (the reference's running mean of window means in reference mode)."""
+        return self.reference.mean if mode == "reference" else self.mean
 
 
 def channel_metric(metric: str, W: torch.Tensor, stats: Moments, variance: torch.Tensor | None = None) -> torch.Tensor:
@@ -166,9 +211,9 @@ def _budget(r: LayerRoles, sp: float, n_units: int) -> int:
 
 def select_flap(rs: list[LayerRoles], stats: list[_LayerStats], params: dict, sparsity: float):
     """Per-layer (kept KV groups, kept channels) for a FLAP structure."""
-    metric, structure = params["metric"], params["structure"]
-    attn = [channel_metric(metric, r.o.weight.data, s.o) ** 2 for r, s in zip(rs, stats)]
-    mlp = [channel_metric(metric, r.down.weight.data, s.down) for r, s in zip(rs, stats)]
+    metric, structure, mode = params["metric"], params["structure"], params["flap_variance"]
+    attn = [channel_metric(metric, r.o.weight.data, s.o, s.o.fluctuation(mode)) ** 2 for r, s in zip(rs, stats)]
+    mlp = [channel_metric(metric, r.down.weight.data, s.down, s.down.fluctuation(mode)) for r, s in zip(rs, stats)]
     L = len(rs)
     prune_units = params["prune_attention"]
     if structure in ("UL-UM", "UL-MM"):
@@ -240,7 +285,7 @@ def select_f_fang(rs, stats, params, layer_sparsity, groups):
         per_group = split_evenly(n_c, len(gl))
         if any(p > g.numel() for p, g in zip(per_group, gl)):
             raise ValueError(f"layer {idx}: sparsity {sp:.3f} would prune a functional group past 100%")
-        attn = channel_metric(metric, r.o.weight.data, s.o) ** 2
+        attn = channel_metric(metric, r.o.weight.data, s.o, s.o.fluctuation(params["flap_variance"])) ** 2
         weighted = channel_metric(metric, r.down.weight.data, s.grouped, variance=s.grouped.variance)
         pruned = torch.cat([g[lowest(weighted[g], n)] for g, n in zip(gl, per_group)])
         out.append((complement(r.num_kv_heads, lowest(unit_scores(attn, r), n_u)),
@@ -264,8 +309,9 @@ def fluctuation_prune(model: nn.Module, engine, params: dict, layer_sparsity, cl
     report = []
     for idx, (r, s, (ku, kc)) in enumerate(zip(rs, stats, keep)):
         if params["bias_compensation"]:
-            bias_compensate(r.o, kv_group_columns(r, ku), s.o.mean)
-            bias_compensate(r.down, kc, s.down.mean)
+            mode = params["flap_variance"]
+            bias_compensate(r.o, kv_group_columns(r, ku), s.o.baseline(mode))
+            bias_compensate(r.down, kc, s.down.baseline(mode))
         if ku.numel() < r.num_kv_heads:
             keep_kv_groups(r, ku)
         if kc.numel() < r.intermediate_size:
@@ -296,6 +342,11 @@ def _check_structure(params: dict) -> None:
 _FLUCTUATION_SCHEMA = {
     "metric": {"enum": list(METRICS)},
     "bias_compensation": {"type": "boolean"},
+    "flap_variance": {
+        "enum": ["unbiased", "reference"],
+        "description": "IFV estimate: the unbiased variance over calibration tokens (default) or the reference "
+        "code's running estimate (unequal window weights; see ReferenceFluctuation).",
+    },
 }
 
 FLAP = register(
@@ -310,6 +361,7 @@ FLAP = register(
             "structure": "AL-AM",
             "remove_heads": -1,
             "bias_compensation": True,
+            "flap_variance": "unbiased",
         },
         schema={
             "allocation": {"const": "uniform", "description": "FLAP's structures decide the layer-wise ratios."},
@@ -337,8 +389,13 @@ F_FANG = register(
             "metric": "WIFV",
             "tau": 9.0,
             "bias_compensation": True,
+            "flap_variance": "unbiased",
+            "shared_group": True,
         },
-        schema=_FLUCTUATION_SCHEMA,
+        schema={
+            **_FLUCTUATION_SCHEMA,
+            "shared_group": {"type": "boolean", "description": "SNGR: keep a shared group exempt (Table 5)."},
+        },
         uses_groups=True,
         model_pruner=fluctuation_prune,
     )

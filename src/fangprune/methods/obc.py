@@ -1,8 +1,8 @@
 """Structured OBC (Alg. 2, Eq. 9-10): one-shot Optimal Brain Surgeon selection with unified compensation.
 
 Heads: block saliency of each head unit's o_proj columns; MLP channels: Eq. 9 on down_proj's columns. The units
-with the lowest saliency are pruned at once ("noiter"), then compensated jointly (Eq. 10). The OBS math lives in
-``fangprune.obs``.
+with the lowest saliency are pruned at once ("noiter"), then compensated jointly (Eq. 10); ``obc_variant:
+iterative`` is Alg. 1 (one unit at a time). The OBS math lives in ``fangprune.obs``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
-from ..obs import HessianAccumulator, block_saliency, column_saliency, dampened_inverse, obs_compensate
-from ..selection import lowest, lowest_per_group
+from ..obs import OBC_VARIANTS, HessianAccumulator, dampened_inverse, prune_blocks, prune_columns
 from ..surgery import (
     DEFAULT_HEAD_UNIT,
     complement,
@@ -27,48 +26,52 @@ from .base import StructuredPruner
 from .registry import COMMON_PARAMS, Method, register
 
 
-def prune_query_heads_obc(r: LayerRoles, H: torch.Tensor, n_per_group: int, percdamp: float) -> dict:
-    """Remove the n_per_group query heads of lowest block saliency inside every KV group; compensate o_proj."""
-    Hinv = dampened_inverse(H, percdamp)
-    blocks = [head_columns(torch.tensor([h]), r.head_dim) for h in range(r.num_heads)]
-    pruned = lowest_per_group(block_saliency(r.o.weight.data, Hinv, blocks), r.heads_per_group, n_per_group)
-    cols = head_columns(pruned, r.head_dim)
-    dev = r.o.weight.device
-    r.o.weight.data = obs_compensate(r.o.weight.data, Hinv.to(dev), cols.to(dev))
-    kept = complement(r.num_heads, pruned)
-    keep_query_heads(r, kept)
-    return {"kept_query_heads": kept.tolist(), "pruned_query_heads": pruned.tolist()}
-
-
 def prune_attention_obc(
-    r: LayerRoles, H: torch.Tensor, n_units: int, percdamp: float, head_unit: str = DEFAULT_HEAD_UNIT
+    r: LayerRoles,
+    H: torch.Tensor,
+    n_units: int,
+    percdamp: float,
+    head_unit: str = DEFAULT_HEAD_UNIT,
+    variant: str = "one-shot",
 ) -> dict:
-    """Remove the n_units head units of lowest block saliency on o_proj, compensate o_proj, slice q/k/v/o."""
-    units = r.num_kv_heads
+    """Remove the n_units head units of lowest block saliency on o_proj, compensate o_proj, slice q/k/v/o.
+
+    A unit is a KV group, or with ``head_unit="query_head"`` one query head inside every KV group.
+    """
     if n_units <= 0:
-        return {"kept_kv_heads": list(range(units)), "pruned_kv_heads": []}
+        return {"kept_kv_heads": list(range(r.num_kv_heads)), "pruned_kv_heads": []}
+    Hinv = dampened_inverse(H, percdamp).to(r.o.weight.device)
     if query_units(r, head_unit):
-        return prune_query_heads_obc(r, H, n_units, percdamp)
-    Hinv = dampened_inverse(H, percdamp)
-    blocks = [kv_group_columns(r, torch.tensor([u])) for u in range(units)]
-    sal = block_saliency(r.o.weight.data, Hinv, blocks)
-    pruned = lowest(sal, n_units)
-    cols = torch.cat([blocks[u] for u in pruned.tolist()])
-    r.o.weight.data = obs_compensate(r.o.weight.data, Hinv.to(r.o.weight.device), cols.to(r.o.weight.device))
-    kept = complement(units, pruned)
+        blocks = [head_columns(torch.tensor([h]), r.head_dim) for h in range(r.num_heads)]
+        W, pruned = prune_blocks(r.o.weight.data, Hinv, blocks, n_units, variant, per_group=r.heads_per_group)
+        r.o.weight.data = W
+        kept = complement(r.num_heads, pruned)
+        keep_query_heads(r, kept)
+        return {"kept_query_heads": kept.tolist(), "pruned_query_heads": pruned.tolist()}
+    blocks = [kv_group_columns(r, torch.tensor([u])) for u in range(r.num_kv_heads)]
+    W, pruned = prune_blocks(r.o.weight.data, Hinv, blocks, n_units, variant)
+    r.o.weight.data = W
+    kept = complement(r.num_kv_heads, pruned)
     keep_kv_groups(r, kept)
     return {"kept_kv_heads": kept.tolist(), "pruned_kv_heads": pruned.tolist()}
 
 
-def prune_channels_obc(r: LayerRoles, H: torch.Tensor, n_channels: int, percdamp: float) -> dict:
-    """Remove the n_channels down_proj inputs of lowest saliency (Eq. 9), compensate jointly (Eq. 10)."""
+def prune_channels_obc(
+    r: LayerRoles,
+    H: torch.Tensor,
+    n_channels: int,
+    percdamp: float,
+    variant: str = "one-shot",
+    candidates: torch.Tensor | None = None,
+) -> dict:
+    """Remove the n_channels down_proj inputs of lowest saliency (Eq. 9, among ``candidates``), compensate
+    jointly over all columns (Eq. 10)."""
     n = r.intermediate_size
     if n_channels <= 0:
         return {"kept_channels": list(range(n))}
-    Hinv = dampened_inverse(H, percdamp)
-    pruned = lowest(column_saliency(r.down.weight.data, Hinv), n_channels)
-    dev = r.down.weight.device
-    r.down.weight.data = obs_compensate(r.down.weight.data, Hinv.to(dev), pruned.to(dev))
+    Hinv = dampened_inverse(H, percdamp).to(r.down.weight.device)
+    W, pruned = prune_columns(r.down.weight.data, Hinv, n_channels, candidates, variant)
+    r.down.weight.data = W
     kept = complement(n, pruned)
     keep_channels(r, kept)
     return {"kept_channels": kept.tolist()}
@@ -88,12 +91,11 @@ class OBCPruner(StructuredPruner):
         self.acc[name].add(x)
 
     def prune_units(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
+        p = self.params
         out = {}
         if n_units:
-            out.update(
-                prune_attention_obc(r, self.acc["o"].H, n_units, self.params["percdamp"], head_unit_of(self.params))
-            )
-        out.update(prune_channels_obc(r, self.acc["down"].H, n_channels, self.params["percdamp"]))
+            out.update(prune_attention_obc(r, self.acc["o"].H, n_units, p["percdamp"], head_unit_of(p), p["obc_variant"]))
+        out.update(prune_channels_obc(r, self.acc["down"].H, n_channels, p["percdamp"], p["obc_variant"]))
         return out
 
 
@@ -105,6 +107,16 @@ OBS_DEFAULTS = {
     "percdamp": 0.01,
     "prune_attention": True,
     "module_balance": "layer_params",
+    "obc_variant": "one-shot",
+}
+
+OBS_SCHEMA = {
+    "head_unit": COMMON_PARAMS["head_unit"],
+    "obc_variant": {
+        "enum": list(OBC_VARIANTS),
+        "description": "one-shot (Alg. 2, paper): select all units at once, one compensation; iterative (Alg. 1): "
+        "one unit at a time, each compensated and removed from H^-1 (Table 9).",
+    },
 }
 
 OBC = register(
@@ -112,7 +124,7 @@ OBC = register(
         name="obc",
         summary="Structured OBC (Alg. 2, Eq. 9-10): one-shot OBS selection, unified compensation.",
         defaults=OBS_DEFAULTS,
-        schema={"head_unit": COMMON_PARAMS["head_unit"]},
+        schema=OBS_SCHEMA,
         layer_pruner=OBCPruner,
     )
 )

@@ -30,8 +30,9 @@ BUILTIN_MODULES = (
 #: Parameter schemas shared by several methods; a method takes those named in its defaults.
 COMMON_PARAMS = {
     "allocation": {
-        "enum": ["uniform", "fc"],
-        "description": "Per-layer sparsity: uniform or functional complexity (Eq. 8).",
+        "enum": ["uniform", "fc", "taylor", "owl"],
+        "description": "Per-layer sparsity: uniform, functional complexity (Eq. 8, paper), block Taylor "
+        "sensitivity or OWL outlier ratio (Table 7), the last two through the same Eq. 8 map.",
     },
     "fc_lambda": {
         "type": "number",
@@ -89,11 +90,19 @@ class Method:
             raise ValueError(f"method {self.name!r}: give exactly one of layer_pruner or model_pruner")
 
     def json_schema(self) -> dict[str, Any]:
-        props: dict[str, Any] = {"algorithm": {"const": self.name}}
+        props: dict[str, Any] = {"algorithm": {"const": self.name}, **OVERRIDES}
         props.update({k: v for k, v in COMMON_PARAMS.items() if k in self.defaults})
+        if "fc_lambda" in self.defaults:  # methods with a free allocation may use OWL
+            props["owl_m"] = {"type": "number", "exclusiveMinimum": 0, "description": "OWL outlier threshold M (5)."}
         props.update(self.schema)
         return {"type": "object", "additionalProperties": False, "properties": props}
 
+
+#: Per-method overrides of config sections, accepted by every method (checked against the config schema).
+OVERRIDES = {
+    "calibration": {"type": "object", "description": "This method's calibration spec (Table 8), e.g. {dataset: alpaca}."},
+    "clustering": {"type": "object", "description": "This method's clustering keys, e.g. {k: 5} or {grouping: random}."},
+}
 
 _REGISTRY: dict[str, Method] = {}
 _builtins_loaded = False

@@ -32,12 +32,21 @@ def _gold(task, doc) -> int:
     return int(gold)
 
 
-def _per_example(task, samples: list[dict]) -> dict:
-    """Per-example log-likelihoods and gold choice, ordered by doc_id (enough to recompute acc and acc_norm)."""
+def _gold_tokens(tokenizer, sample: dict, gold: int) -> int:
+    """Tokens of the gold answer's continuation (for the per-token gold log-likelihood)."""
+    _context, continuation = sample["arguments"][gold]
+    return len(tokenizer(continuation, add_special_tokens=False).input_ids)
+
+
+def _per_example(task, samples: list[dict], tokenizer=None) -> dict:
+    """Per-example log-likelihoods and gold choice, ordered by doc_id (enough to recompute acc and acc_norm),
+    and the gold continuation's token count."""
     samples = sorted(samples, key=lambda s: s["doc_id"])
+    gold = [_gold(task, s["doc"]) for s in samples]
     return {
         "doc_id": [s["doc_id"] for s in samples],
-        "gold": [_gold(task, s["doc"]) for s in samples],
+        "gold": gold,
+        "gold_tokens": [_gold_tokens(tokenizer, s, g) for s, g in zip(samples, gold)] if tokenizer else None,
         "loglik": [[float(r[0]) for r in s["filtered_resps"]] for s in samples],
         "acc": [float(s["acc"]) for s in samples],
         "acc_norm": [float(s["acc_norm"]) for s in samples] if "acc_norm" in samples[0] else None,
@@ -102,7 +111,7 @@ def run_task(
             "metrics": metrics,
             "n": int(n_samples[s.name]["effective"]),
             "n_total": s.n_total if s.n_total is not None else int(n_samples[s.name]["original"]),
-            "per_example": _per_example(obj, samples[s.name]),
+            "per_example": _per_example(obj, samples[s.name], tokenizer),
         }
     result = {
         "task": task,

@@ -16,7 +16,7 @@ def evaluation_rows(ppl: list[dict], zeroshot: list[dict], speed: list[dict] = (
     dense_block = {e["model"]: e["block_params"] for e in ppl if e["method"] == "dense"}
     for e in ppl:
         key = {"model": e["model"], "method": e["method"], "sparsity": float(e["sparsity"])}
-        rows.append({**key, "metric": "ppl_wikitext2", "value": e["ppl"]})
+        rows.append({**key, "metric": f"ppl_{e.get('dataset', 'wikitext2')}", "value": e["ppl"]})
         rows.append({**key, "metric": "params", "value": e["params"]})
         if e["model"] in dense_block:
             rows.append({**key, "metric": "block_params_kept_frac", "value": e["block_params"] / dense_block[e["model"]]})
@@ -33,7 +33,11 @@ def evaluation_rows(ppl: list[dict], zeroshot: list[dict], speed: list[dict] = (
     for e in speed:
         key = {"model": e["model"], "method": e["method"], "sparsity": float(e["sparsity"])}
         for metric in ("disk_ratio", "prefill_speedup", "decode_speedup"):
-            rows.append({**key, "metric": metric, "value": e[metric]})
+            row = {**key, "metric": metric, "value": e[metric]}
+            spread = e.get(f"{metric}_spread")
+            if spread:  # min / max over the alternating repeats
+                row.update(n=spread["n"], ci_low=spread["min"], ci_high=spread["max"])
+            rows.append(row)
         rows.append({**key, "metric": "disk_mb", "value": e["pruned"]["disk_bytes"] / 1e6})
         dense = {"model": e["model"], "method": "dense", "sparsity": 0.0}
         rows.append({**dense, "metric": "disk_mb", "value": e["dense"]["disk_bytes"] / 1e6})
@@ -58,7 +62,8 @@ def speed_notes(speed: list[dict]) -> list[str]:
     return [
         f"Speed: pruned vs dense tokens/s in one process ({e['device']}, {e['threads']} threads, {e['dtype']}); "
         f"prefill of {e['batch_size']} x {e['prompt_len']} tokens, {e['decode_tokens']} cached decode steps; "
-        "medians of alternating runs. Size = safetensors bytes on disk."
+        f"median [min, max] over {e.get('prefill_speedup_spread', {}).get('n', e.get('repeats', '?'))} alternating "
+        "dense/pruned repeats. Size = safetensors bytes on disk."
     ]
 
 

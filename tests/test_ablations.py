@@ -1,0 +1,137 @@
+"""The paper's ablations as options (Tables 5, 6, 7, 9), the FLAP reference variance, and the diagnostics."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_windows, tiny_model
+
+from fangprune.diagnostics import InputMoments, relative_error
+from fangprune.grouping import build_groups, check_partition
+from fangprune.methods.flap import Moments
+from fangprune.methods.registry import resolve_method
+from fangprune.obs import dampened_inverse, prune_columns
+from fangprune.pruning import prune_model
+from fangprune.reweighting import alpha_weights, effective_fraction
+from test_pruning import artifacts
+
+CPU = torch.device("cpu")
+
+
+def test_random_grouping_keeps_the_sizes_and_changes_the_partition():
+    scores = np.random.default_rng(0).random((3, 32))
+    lap = build_groups(scores, "lap")
+    rnd = build_groups(scores, "random", rng=np.random.default_rng(1))
+    assert [len(g) for g in rnd["groups"]] == [len(g) for g in lap["groups"]] and len(rnd["shared"]) == len(lap["shared"])
+    check_partition(rnd["shared"], rnd["groups"], 32)
+    assert not all(np.array_equal(a, b) for a, b in zip(rnd["groups"], lap["groups"]))
+    again = build_groups(scores, "random", rng=np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(rnd["groups"], again["groups"]))  # seeded
+
+
+@pytest.mark.parametrize("method", ["lap", "greedy", "random"])
+def test_no_shared_group_puts_every_channel_in_a_functional_group(method):
+    scores = np.random.default_rng(2).random((3, 32))
+    g = build_groups(scores, method, shared=False, rng=np.random.default_rng(0))
+    assert g["shared"].size == 0 and sorted(len(x) for x in g["groups"]) == [10, 11, 11]
+    check_partition(g["shared"], g["groups"], 32)
+
+
+def test_reweighting_modes():
+    torch.manual_seed(0)
+    x, ids = torch.randn(12, 4), torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2, 0, 1, 2])
+    uniform = alpha_weights(x, ids, 4, 9.0, "uniform")
+    assert torch.equal(uniform, torch.full((4, 12), 1 / 12))
+    matched = alpha_weights(x, ids, 4, 9.0, "only-matched")
+    for k in range(3):
+        assert torch.allclose(matched[k][ids == k], torch.full((int((ids == k).sum()),), 1 / int((ids == k).sum())))
+        assert matched[k][ids != k].abs().sum() == 0  # all weight on the group's own context
+    assert torch.allclose(matched[3], torch.full((12,), 1 / 12))  # absent context: uniform
+    ours, reverse = alpha_weights(x, ids, 4, 2.0, "ours"), alpha_weights(x, ids, 4, 2.0, "reverse")
+    for k in range(3):
+        assert ours[k][ids == k].min() >= ours[k][ids != k].max() - 1e-7
+        assert reverse[k][ids == k].max() <= reverse[k][ids != k].min() + 1e-7  # own context weighs least
+    assert torch.allclose(effective_fraction(uniform), torch.ones(4))
+    assert torch.allclose(effective_fraction(matched[:1]), torch.tensor([3 / 12]))  # 3 of 12 tokens carry it
+
+
+def test_iterative_with_one_pruned_column_equals_one_shot():
+    torch.manual_seed(0)
+    X, W = torch.randn(100, 12), torch.randn(4, 12)
+    Hinv = dampened_inverse(X.T @ X, 0.01)
+    a, pa = prune_columns(W, Hinv, 1, variant="one-shot")
+    b, pb = prune_columns(W, Hinv, 1, variant="iterative")
+    assert torch.equal(pa, pb) and torch.allclose(a, b, atol=1e-12)
+
+
+def _prune(algo, extra, model_seed=0, sp=0.3):
+    model = tiny_model(seed=model_seed)
+    windows = random_windows(4, 32)
+    clusters, groups, scores, _ = artifacts(model, windows)
+    if not extra.get("shared_group", True):  # the workflow builds this groups artifact for shared_group: false
+        groups = {"layers": [{"shared": g["shared"].tolist(), "groups": [x.tolist() for x in g["groups"]]}
+                             for g in (build_groups(s.numpy(), shared=False) for s in scores)]}
+        assert all(not layer["shared"] for layer in groups["layers"])
+    prune_model(model, windows, resolve_method(algo, extra), [sp] * 3, CPU, clusters=clusters, groups=groups)
+    return model
+
+
+def test_function_aware_off_without_shared_group_equals_obc():
+    # groups are irrelevant with FAP and SNGR off: the method is OBC over the whole layer
+    fang = _prune("o-fang", {"function_aware": False, "shared_group": False, "allocation": "uniform"})
+    obc = _prune("obc", {"allocation": "uniform"})
+    for (na, a), (nb, b) in zip(fang.state_dict().items(), obc.state_dict().items()):
+        assert na == nb and torch.equal(a, b), na
+
+
+def test_layer_compensation_gives_no_higher_unweighted_error_than_group():
+    torch.manual_seed(0)
+    model = tiny_model()
+    windows = random_windows(8, 32)
+    clusters, groups, *_ = artifacts(model, windows)
+    errors = {}
+    for comp in ("group", "layer"):
+        m = tiny_model()
+        captured = {}
+        layer = m.model.layers[0]
+        h = layer.mlp.down_proj.register_forward_pre_hook(lambda mod, args: captured.setdefault("x", []).append(args[0]))
+        dense_W = layer.mlp.down_proj.weight.data.clone()
+        prune_model(m, windows, resolve_method("o-fang", {"compensation": comp, "allocation": "uniform"}), [0.3] * 3,
+                    CPU, clusters=clusters, groups=groups)
+        h.remove()
+        moments = InputMoments()
+        moments.add(torch.cat(captured["x"][:1]))  # the pruning pass's inputs of layer 0 (its Hessian)
+        errors[comp] = relative_error(dense_W, None, m.model.layers[0].mlp.down_proj, moments)
+    assert errors["layer"] <= errors["group"] + 1e-12 and errors["layer"] < errors["group"]
+
+
+def test_flap_reference_variance_hand_computed():
+    # one channel, two windows of two tokens: x1 = [1, 3], x2 = [2, 6]
+    m = Moments()
+    m.add(torch.tensor([[[1.0], [3.0]]]))
+    m.add(torch.tensor([[[2.0], [6.0]]]))
+    # reference: window 1 sets mean 2 and fluc 0; window 2: mean = 2 * 1/2 + 4/2 = 3,
+    # fluc = 0 + ((2 - 3)^2 + (6 - 3)^2) / 2 = 5; the unbiased variance of [1, 3, 2, 6] is 14 / 3
+    assert float(m.fluctuation("reference")) == pytest.approx(5.0)
+    assert float(m.fluctuation("unbiased")) == pytest.approx(14 / 3)
+    assert float(m.baseline("reference")) == pytest.approx(3.0) and float(m.baseline("unbiased")) == pytest.approx(3.0)
+
+
+def test_relative_error_hand_computed():
+    W = torch.tensor([[1.0, 2.0]])
+    pruned = torch.nn.Linear(2, 1, bias=False)
+    pruned.weight.data = torch.tensor([[1.0, 0.0]])  # column 1 removed, no compensation
+    m = InputMoments()
+    m.add(torch.tensor([[1.0, 1.0], [0.0, 2.0]]))
+    # dense outputs 3 and 4 (sum of squares 25); errors 2 and 4 (sum of squares 20)
+    assert relative_error(W, None, pruned, m) == pytest.approx(20 / 25)
+    pruned.bias = torch.nn.Parameter(torch.tensor([3.0]))  # bias compensation: outputs 4 and 3 -> errors 1, 1
+    assert relative_error(W, None, pruned, m) == pytest.approx(2 / 25)
+
+
+def test_holdout_diagnostics_in_the_report():
+    model = tiny_model()
+    windows, holdout = random_windows(4, 32), random_windows(2, 32, seed=3)
+    report = prune_model(model, windows, resolve_method("obc", {}), [0.3] * 3, CPU, holdout=holdout)
+    for e in report["layers"]:
+        assert set(e["reconstruction_error"]) == {"o_proj", "down_proj"} and 0 < e["reconstruction_error"]["down_proj"] < 1
