@@ -135,3 +135,22 @@ def test_holdout_diagnostics_in_the_report():
     report = prune_model(model, windows, resolve_method("obc", {}), [0.3] * 3, CPU, holdout=holdout)
     for e in report["layers"]:
         assert set(e["reconstruction_error"]) == {"o_proj", "down_proj"} and 0 < e["reconstruction_error"]["down_proj"] < 1
+
+
+def test_global_group_quota_removes_the_lowest_saliencies_across_groups():
+    from fangprune.methods.fang import OFangPruner
+    from fangprune.obs import HessianAccumulator
+
+    torch.manual_seed(0)
+    groups = {"layers": [{"shared": [6, 7], "groups": [[0, 1, 2], [3, 4, 5]]}]}
+    params = resolve_method("o-fang", {"group_quota": "global"})
+    pruner = OFangPruner(params, 0, clusters=None, groups=groups)
+    X = torch.randn(50, 8)
+    for g, idx in enumerate(pruner.groups):
+        acc = HessianAccumulator()
+        acc.add(X[:, idx])
+        pruner.H[g] = acc.H
+    W = torch.ones(4, 8)
+    W[:, 3:6] *= 0.01  # group 1's channels matter far less: all removals but its best channel go there
+    assert pruner._global_quota(W, 3) == [1, 2]
+    assert pruner._global_quota(W, 2) == [0, 2]

@@ -6,7 +6,7 @@ from fangprune.checkpoint import load_pruned
 from fangprune.data import evaluation_text, protocol_windows
 from fangprune.evaluation import perplexity
 from fangprune.io import provenance, timed_step, write_json
-from fangprune.models import DTYPES, block_params, count_params, load_tokenizer
+from fangprune.models import DTYPES, block_params, count_params, load_tokenizer, needs_bos
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params
@@ -17,7 +17,8 @@ with timed_step("evaluate_ppl") as step:
     text = evaluation_text(p.dataset, p.data_dir)
     ids = tok(text.text, return_tensors="pt", add_special_tokens=False).input_ids[0]
     windows = protocol_windows(p.dataset, p.max_windows)
-    result = perplexity(model, ids, p.seqlen, device, windows, p.batch_size)
+    bos = tok.bos_token_id if needs_bos(model.config.model_type) else None
+    result = perplexity(model, ids, p.seqlen, device, windows, p.batch_size, bos_id=bos)
 write_json(smk.output.metrics, {
     "model": p.model, "method": p.method, "sparsity": p.sparsity, "dataset": p.dataset, "source": text.source,
     "seqlen": p.seqlen, **result, "params": count_params(model), "block_params": block_params(model),

@@ -29,7 +29,9 @@ with atomic_path(smk.output.metrics) as tmp, open(tmp, "w") as fh:
     write_metrics_csv(rows, fh)
 resolved = resolver(samples, p.bootstrap, p.seed)
 
-notes = sorted({f"PPL: {e['source']}, {e['windows']} windows of {e['seqlen']} tokens." for e in ppl})
+notes = sorted({f"PPL: {e['source']}, {e['windows']} windows of {e['seqlen']} tokens"
+                + (" (BOS + seqlen-1 text tokens, every text token scored)" if e.get("bos") else "") + "."
+                for e in ppl})
 notes += [f"Calibration: {c}." for c in sorted({load_torch(f)["source"] for f in smk.input.windows})]
 notes += zeroshot_notes(zeroshot)
 notes += speed_notes(speed)

@@ -223,7 +223,7 @@ def load_config(path: str | os.PathLike, *, check_sources: bool = True) -> dict:
 
 
 #: Decoder architectures whose layers fangprune reaches by role (attention q/k/v/o, MLP gate/up/down, norms).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
 
 
 def _local_model_type(src: dict) -> str | None:
@@ -244,6 +244,7 @@ RANDOM_MODELS = {
     "llama-mha": ("llama", {"num_key_value_heads": 4}),  # LLaMA-1/2 style multi-head attention
     "qwen2": ("qwen2", {}),  # GQA with q/k/v biases
     "mistral": ("mistral", {}),
+    "gemma3": ("gemma3_text", {}),  # 1 KV head, q/k norms, four norms per layer, sliding + global layers
 }
 
 
@@ -259,7 +260,11 @@ def resolve_source(source: str) -> dict[str, str | None]:
         pkg, _, rel = source[4:].partition("/")
         spec = importlib.util.find_spec(pkg)
         if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(f"python package {pkg!r} is not installed (source {source!r})")
+            raise FileNotFoundError(
+                f"python package {pkg!r} is not installed (source {source!r}): pip install {pkg.replace('_', '-')}"
+            )
+        if not rel:  # a package that assembles its model file (chunks shipped as separate packages)
+            return resolve_source(str(_assembled(pkg, source)))
         path = Path(next(iter(spec.submodule_search_locations))) / rel
         return resolve_source(str(path))
     path = Path(source).expanduser()
@@ -277,6 +282,22 @@ def resolve_source(source: str) -> dict[str, str | None]:
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"directory {str(path)!r} has no config.json")
     return {"kind": "dir", "path": str(path.resolve()), "gguf_file": None}
+
+
+def _assembled(pkg: str, source: str) -> Path:
+    """The file a ``pkg:<package>`` source assembles with the package's ``assemble()`` (checksum checked there)."""
+    import importlib
+
+    module = importlib.import_module(pkg)
+    assemble = getattr(module, "assemble", None)
+    if not callable(assemble):
+        raise FileNotFoundError(f"{source!r}: package {pkg!r} has no assemble(); name a file: pkg:{pkg}/<file>")
+    try:
+        return Path(assemble())
+    except (OSError, ValueError, ImportError) as exc:  # missing chunk packages, bad checksum
+        raise FileNotFoundError(
+            f"{source!r}: {pkg}.assemble() failed ({exc}); reinstall with pip install {pkg.replace('_', '-')}"
+        ) from None
 
 
 def data_dir(config: dict) -> str | None:

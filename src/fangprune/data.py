@@ -124,20 +124,34 @@ def _starts(n: int, nsamples: int, seqlen: int, seed: int) -> list[int]:
     return [rng.randint(0, n - seqlen - 1) for _ in range(nsamples)]
 
 
-def sample_windows(token_ids: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
-    """``nsamples`` random windows of ``seqlen`` tokens (Wanda/FLAP/FANG sampler: uniform start positions)."""
-    starts = _starts(token_ids.numel(), nsamples, seqlen, seed)
-    return torch.stack([token_ids[s : s + seqlen] for s in starts])
+def with_bos(windows: torch.Tensor, bos_id: int | None) -> torch.Tensor:
+    """Prepend ``bos_id`` to every window (models trained with BOS at every sequence start); None: unchanged."""
+    if bos_id is None:
+        return windows
+    return torch.cat([torch.full((windows.shape[0], 1), bos_id, dtype=windows.dtype), windows], dim=1)
+
+
+def sample_windows(
+    token_ids: torch.Tensor, nsamples: int, seqlen: int, seed: int, bos_id: int | None = None
+) -> torch.Tensor:
+    """``nsamples`` random windows of ``seqlen`` tokens (Wanda/FLAP/FANG sampler: uniform start positions); with
+    ``bos_id``, ``seqlen - 1`` text tokens after a BOS token."""
+    text_len = seqlen - (bos_id is not None)
+    starts = _starts(token_ids.numel(), nsamples, text_len, seed)
+    return with_bos(torch.stack([token_ids[s : s + text_len] for s in starts]), bos_id)
 
 
 #: Offset of the held-out sampler's seed from the calibration seed.
 HOLDOUT_SEED_OFFSET = 1_000_003
 
 
-def holdout_windows(token_ids: torch.Tensor, nsamples: int, seqlen: int, seed: int, n_holdout: int) -> torch.Tensor:
+def holdout_windows(
+    token_ids: torch.Tensor, nsamples: int, seqlen: int, seed: int, n_holdout: int, bos_id: int | None = None
+) -> torch.Tensor:
     """``n_holdout`` windows of the same text that overlap none of the ``nsamples`` calibration windows drawn
     with ``seed`` (for diagnostics and for choosing variants: training text, never the test sets)."""
     n = token_ids.numel()
+    seqlen -= bos_id is not None
     taken = sorted(_starts(n, nsamples, seqlen, seed))
     rng = random.Random(seed + HOLDOUT_SEED_OFFSET)
     starts: list[int] = []
@@ -149,7 +163,7 @@ def holdout_windows(token_ids: torch.Tensor, nsamples: int, seqlen: int, seed: i
             starts.append(s)
     if len(starts) < n_holdout:
         raise ValueError(f"the calibration text has no room for {n_holdout} held-out windows of {seqlen} tokens")
-    return torch.stack([token_ids[s : s + seqlen] for s in starts])
+    return with_bos(torch.stack([token_ids[s : s + seqlen] for s in starts]), bos_id)
 
 
 def calibration_token_ids(tokenizer, dataset: str, data_dir: str | None) -> tuple[torch.Tensor, str]:
@@ -157,9 +171,11 @@ def calibration_token_ids(tokenizer, dataset: str, data_dir: str | None) -> tupl
     return tokenizer(src.text, return_tensors="pt", add_special_tokens=False).input_ids[0], src.source
 
 
-def calibration_windows(tokenizer, dataset: str, nsamples: int, seqlen: int, seed: int, data_dir: str | None):
+def calibration_windows(
+    tokenizer, dataset: str, nsamples: int, seqlen: int, seed: int, data_dir: str | None, bos_id: int | None = None
+):
     ids, source = calibration_token_ids(tokenizer, dataset, data_dir)
-    return sample_windows(ids, nsamples, seqlen, seed), source
+    return sample_windows(ids, nsamples, seqlen, seed, bos_id), source
 
 
 def wikitext2_rows(text: str, layout: str) -> list[str]:

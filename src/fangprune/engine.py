@@ -55,38 +55,56 @@ class LayerwiseEngine:
 
     @torch.no_grad()
     def _capture(self, windows: torch.Tensor):
-        """Run the embeddings and stop at layer 0, keeping its inputs and keyword arguments (RoPE, mask)."""
+        """Run the embeddings and keep layer 0's inputs, plus every layer's keyword arguments (RoPE tables and
+        masks differ between layer types, e.g. Gemma 3's sliding-window and global layers).
+
+        Each decoder layer's forward is replaced by a recorder that returns its input unchanged, so no layer
+        weight is used (or moved to the device); the last one (layer 0 after the first batch) stops the pass.
+        """
         inner = self.model.model
         moved = [m for m in (inner.embed_tokens, getattr(inner, "rotary_emb", None)) if m is not None]
         for m in moved:
             m.to(self.device)
-        store: dict = {}
+        store: dict = {"kwargs": [None] * len(self.layers)}
 
-        def hook(module, args, kwargs):
-            store["hidden"] = args[0] if args else kwargs["hidden_states"]
-            store["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            raise _StopForward
+        def recorder(i):
+            def forward(*args, **kwargs):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                if i == 0:
+                    store["hidden"] = hidden
+                if store["kwargs"][i] is None:
+                    store["kwargs"][i] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+                if i == store["last"]:
+                    raise _StopForward
+                return hidden
 
-        handle = self.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+            return forward
+
+        for i, layer in enumerate(self.layers):
+            layer.forward = recorder(i)
         chunks = []
         try:
-            for i in range(0, windows.shape[0], self.batch_size):
-                batch = windows[i : i + self.batch_size].to(self.device)
+            for start in range(0, windows.shape[0], self.batch_size):
+                store["last"] = len(self.layers) - 1 if start == 0 else 0
+                batch = windows[start : start + self.batch_size].to(self.device)
                 try:
                     self.model(input_ids=batch, use_cache=False)
                 except _StopForward:
                     pass
                 chunks.append(store["hidden"].to(self.offload))
         finally:
-            handle.remove()
+            for layer in self.layers:
+                del layer.forward  # back to the class's forward
             for m in moved:
                 m.to("cpu") if self.device.type != "cpu" else None
-        kwargs = store["kwargs"]
-        kwargs["use_cache"] = False
-        kwargs["past_key_values"] = None
-        # RoPE tables and masks are identical for every window of the same length; keep one batch-1 copy.
-        kwargs = {k: _slice_batch(v) for k, v in kwargs.items()}
-        return torch.cat(chunks), kwargs
+        per_layer = []
+        for kwargs in store["kwargs"]:
+            kwargs = dict(kwargs)
+            kwargs["use_cache"] = False
+            kwargs["past_key_values"] = None
+            # RoPE tables and masks are identical for every window of the same length; keep one batch-1 copy.
+            per_layer.append({k: _slice_batch(v) for k, v in kwargs.items()})
+        return torch.cat(chunks), per_layer
 
     @property
     def num_samples(self) -> int:
@@ -102,7 +120,7 @@ class LayerwiseEngine:
     def forward_layer(self, idx: int, *, keep_outputs: bool = True) -> torch.Tensor | None:
         """Run layer ``idx`` (already on the device) over all windows; return its outputs on ``offload``."""
         layer = self.layers[idx]
-        kwargs = _to(self.layer_kwargs, self.device)
+        kwargs = _to(self.layer_kwargs[idx], self.device)
         outs = torch.empty_like(self.hidden) if keep_outputs else None
         for sl, h in self.batches():
             out = layer(h, **kwargs)

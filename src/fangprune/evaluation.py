@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import with_bos
+from .lm_loss import token_nll
 from .models import place
 
 
@@ -21,22 +23,23 @@ def perplexity(
     device: torch.device,
     max_windows: int | None = None,
     batch_size: int = 1,
+    bos_id: int | None = None,
 ) -> dict:
-    n = token_ids.numel() // seqlen
+    """exp(mean NLL) over non-overlapping windows; with ``bos_id`` (models trained with BOS at every sequence
+    start, e.g. Gemma) each window is BOS + ``seqlen - 1`` text tokens, every text token scored."""
+    text_len = seqlen - (bos_id is not None)
+    n = token_ids.numel() // text_len
     if n == 0:
         raise ValueError(f"evaluation text has {token_ids.numel()} tokens, fewer than seqlen={seqlen}")
     if max_windows is not None:
         n = min(n, max_windows)
-    windows = token_ids[: n * seqlen].reshape(n, seqlen)
+    windows = with_bos(token_ids[: n * text_len].reshape(n, text_len), bos_id)
     device = place(model, device)
     model.eval()
     window_nll = []
     for i in tqdm(range(0, n, batch_size), desc="perplexity", mininterval=5):
         ids = windows[i : i + batch_size].to(device)
-        logits = model(input_ids=ids, use_cache=False).logits.float()
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none"
-        )  # [batch, seqlen - 1]
-        window_nll += loss.double().mean(1).tolist()
+        window_nll += token_nll(model, ids).double().mean(1).tolist()  # [batch, seqlen - 1], LM head in chunks
     nll = sum(window_nll) / n  # every window scores seqlen - 1 tokens, so this is the token mean
-    return {"ppl": math.exp(nll), "nll": nll, "windows": n, "tokens": n * seqlen, "window_nll": window_nll}
+    return {"ppl": math.exp(nll), "nll": nll, "windows": n, "tokens": n * seqlen, "bos": bos_id is not None,
+            "window_nll": window_nll}

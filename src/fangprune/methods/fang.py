@@ -16,6 +16,9 @@ Ablations (paper Tables 5, 6, 9; defaults = the paper):
 * ``compensation: layer`` (beyond the paper): channels chosen per group as above, then one OBS compensation over
   all kept columns of the layer with the unweighted Hessian, instead of compensation inside each group's
   columns (where the shared group's columns never compensate).
+* ``group_quota: global`` (beyond the paper): instead of n / K channels from every group, the n channels of
+  lowest saliency across all functional groups go (each saliency under its own group's weighted Hessian, whose
+  token weights sum to T in every group, so the scales agree); a group keeps at least one channel.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from ..models import LayerRoles
-from ..obs import HessianAccumulator, dampened_inverse, obs_compensate, prune_columns
+from ..obs import HessianAccumulator, column_saliency, dampened_inverse, obs_compensate, prune_columns
 from ..reweighting import REWEIGHTING, alpha_weights, effective_fraction
 from ..selection import split_evenly
 from ..surgery import complement, head_unit_of, keep_channels
@@ -81,6 +84,18 @@ class OFangPruner(StructuredPruner):
                 h = (xg * weights[g].unsqueeze(1)).T @ xg
                 self.H[g] = h if self.H[g] is None else self.H[g] + h
 
+    def _global_quota(self, W: torch.Tensor, n: int) -> list[int]:
+        """Channels per group when the n lowest saliencies across all functional groups go (Eq. 9 per group)."""
+        sal, owner = [], []
+        for g, idx in enumerate(self.groups):
+            Hinv = dampened_inverse(self.H[g], self.params["percdamp"]).to(W.device)
+            s = column_saliency(W[:, idx.to(W.device)], Hinv).cpu()
+            s[torch.argmax(s)] = float("inf")  # every group keeps its most salient channel
+            sal.append(s)
+            owner.append(torch.full((idx.numel(),), g))
+        chosen = torch.argsort(torch.cat(sal), stable=True)[:n]
+        return torch.bincount(torch.cat(owner)[chosen], minlength=len(self.groups)).tolist()
+
     def prune_units(self, r: LayerRoles, n_units: int, n_channels: int) -> dict:
         p = self.params
         out = {}
@@ -90,8 +105,11 @@ class OFangPruner(StructuredPruner):
             candidates = torch.cat(self.groups) if self.shared.numel() else None
             out.update(prune_channels_obc(r, self.full.H, n_channels, p["percdamp"], p["obc_variant"], candidates))
             return out
-        per_group = split_evenly(n_channels, len(self.groups))
         W = r.down.weight.data
+        if p["group_quota"] == "global":
+            per_group = self._global_quota(W, n_channels)
+        else:
+            per_group = split_evenly(n_channels, len(self.groups))
         pruned_all = []
         for g, idx in enumerate(self.groups):
             if per_group[g] > idx.numel():
@@ -148,6 +166,7 @@ O_FANG = register(
             "function_aware": True,
             "reweighting": "ours",
             "compensation": "group",
+            "group_quota": "equal",
         },
         schema={
             **OBS_SCHEMA,
@@ -157,6 +176,11 @@ O_FANG = register(
             "compensation": {
                 "enum": ["group", "layer"],
                 "description": "OBS compensation inside each group (paper) or over the whole layer, unweighted.",
+            },
+            "group_quota": {
+                "enum": ["equal", "global"],
+                "description": "Channels per functional group: n / K each (paper) or the n lowest saliencies "
+                "across groups (beyond the paper).",
             },
         },
         uses_groups=True,

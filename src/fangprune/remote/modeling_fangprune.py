@@ -2,7 +2,8 @@
 
 This file is copied next to each pruned checkpoint and named in its config.json ``auto_map``, so that
 ``AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)`` works without fangprune installed. It
-depends on torch and transformers only. config.json keeps the base model type (llama, mistral, qwen2, qwen3)
+depends on torch and transformers only. config.json keeps the base model type (llama, mistral, qwen2, qwen3,
+gemma3_text; Gemma's per-head q/k norms act on head_dim, so they keep their shape)
 and adds ``fangprune_layers``: per layer, the number of query and key/value heads, the MLP width, and whether
 o_proj / down_proj carry a bias (added by bias compensation).
 """
@@ -10,7 +11,7 @@ o_proj / down_proj carry a bias (added by bias compensation).
 from __future__ import annotations
 
 from torch import nn
-from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+from transformers import Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
 LAYERS_KEY = "fangprune_layers"
 
@@ -68,7 +69,14 @@ class FangPrunedQwen3ForCausalLM(Qwen3ForCausalLM):
         resize_layers(self)
 
 
+class FangPrunedGemma3ForCausalLM(Gemma3ForCausalLM):
+    def __init__(self, config):
+        super().__init__(config)
+        resize_layers(self)
+
+
 CLASSES = {
+    "gemma3_text": FangPrunedGemma3ForCausalLM,
     "llama": FangPrunedLlamaForCausalLM,
     "mistral": FangPrunedMistralForCausalLM,
     "qwen2": FangPrunedQwen2ForCausalLM,

@@ -8,7 +8,7 @@ from importlib.metadata import version
 
 import torch
 
-from ..models import place
+from ..models import needs_bos, place
 from .tasks import TaskSpec, paper_metric, task_specs
 
 log = logging.getLogger(__name__)
@@ -19,8 +19,10 @@ def _lm(model, tokenizer, batch_size: int, device: torch.device, max_length: int
 
     device = place(model, device)
     model.eval()
+    bos = True if needs_bos(model.config.model_type) else None  # None: lm-eval's default for the tokenizer
     return HFLM(
-        pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device), max_length=max_length
+        pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device), max_length=max_length,
+        add_bos_token=bos,
     )
 
 
