@@ -4,7 +4,7 @@ from fangprune import runtime
 from fangprune.checkpoint import save_pruned
 from fangprune.clustering import ContextClusters
 from fangprune.io import load_torch, provenance, read_json, timed_step
-from fangprune.methods.registry import load_plugins
+from fangprune.methods.registry import get_method, load_plugins
 from fangprune.models import load_model, load_tokenizer
 from fangprune.pruning import prune_model
 
@@ -29,4 +29,5 @@ manifest = {
     "model": p.model, "method": p.method_name, "params": p.method, "sparsity": p.sparsity,
     "calibration": calib["source"], "report": report, "resources": step, "provenance": provenance(),
 }
-save_pruned(model, load_tokenizer(smk.input.model), smk.output.checkpoint, manifest)
+save_pruned(model, load_tokenizer(smk.input.model), smk.output.checkpoint, manifest,
+            structured=get_method(p.method["algorithm"]).structured)

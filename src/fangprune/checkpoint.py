@@ -40,21 +40,50 @@ def layer_sizes(model: nn.Module) -> list[dict]:
     return out
 
 
-def save_pruned(model: nn.Module, tokenizer, path: str | Path, manifest: dict, max_shard_size: str = SHARD_SIZE) -> None:
+#: config.json key of a zeroed (unstructured / N:M) checkpoint: pattern and actual sparsity of every projection.
+SPARSITY_KEY = "fangprune_sparsity"
+
+
+def sparsity_record(model: nn.Module, pattern: str) -> dict:
+    """Pattern and the actual fraction of zeros of every projection, per layer."""
+    layers = []
+    for layer in decoder_layers(model):
+        r = roles(layer)
+        layers.append({name: float((getattr(r, name).weight == 0).double().mean())
+                       for name in ("q", "k", "v", "o", "gate", "up", "down")})
+    return {"pattern": pattern, "layers": layers}
+
+
+def save_pruned(
+    model: nn.Module,
+    tokenizer,
+    path: str | Path,
+    manifest: dict,
+    max_shard_size: str = SHARD_SIZE,
+    structured: bool = True,
+) -> None:
     """Write the checkpoint directory atomically (a partial directory never appears under ``path``).
 
-    Shards of at most ``max_shard_size`` bound the serialisation buffer, so saving adds little to peak memory.
+    Structured checkpoints carry per-layer sizes and the small model code (``auto_map``). A zeroed checkpoint
+    (``structured=False``: unstructured or N:M) is a standard one with its zeros, which plain
+    ``AutoModelForCausalLM.from_pretrained`` loads without remote code; its config.json records the pattern and
+    the actual sparsity of every projection. Shards of at most ``max_shard_size`` bound the serialisation buffer.
     """
     mtype = model.config.model_type
-    if mtype not in remote.CLASSES:
+    if structured and mtype not in remote.CLASSES:
         raise ValueError(f"cannot write a pruned checkpoint for architecture {mtype!r}; supported: {', '.join(remote.CLASSES)}")
-    model.config.update({
-        LAYERS_KEY: layer_sizes(model),
-        "auto_map": {"AutoModelForCausalLM": f"{REMOTE_FILE.stem}.{remote.CLASSES[mtype].__name__}"},
-    })
+    if structured:
+        model.config.update({
+            LAYERS_KEY: layer_sizes(model),
+            "auto_map": {"AutoModelForCausalLM": f"{REMOTE_FILE.stem}.{remote.CLASSES[mtype].__name__}"},
+        })
+    else:
+        pattern = manifest.get("params", {}).get("sparsity_type", "unstructured")
+        model.config.update({SPARSITY_KEY: sparsity_record(model, pattern)})
     with atomic_path(path, directory=True) as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
-        shutil.copyfile(REMOTE_FILE, tmp / REMOTE_FILE.name)
+        if structured:
+            shutil.copyfile(REMOTE_FILE, tmp / REMOTE_FILE.name)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / "pruning.json").write_text(json.dumps(manifest, indent=2) + "\n")

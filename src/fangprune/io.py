@@ -36,6 +36,8 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
         tmp = Path(name)
     try:
         yield tmp
+        # mkdtemp / mkstemp create 0700 / 0600; give the result the user's normal permissions, like any output
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
         if directory and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -45,6 +47,12 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -172,3 +172,66 @@ def prune_blocks(
         left[group[b]] -= 1
         pruned.append(b)
     return W, torch.tensor(sorted(pruned), dtype=torch.long)
+
+
+def sparsegpt_prune(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    sparsity: float,
+    n_m: tuple[int, int] | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    mask: torch.Tensor | None = None,
+    mask_scope: str = "block",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT (Frantar & Alistarh 2023): OBS reconstruction column by column with lazy block updates.
+
+    Columns are processed in blocks of ``blocksize``; inside a block the mask is chosen from w^2 / [H^-1]_jj^2
+    of the partially updated weights (``mask_scope="block"``: the lowest ``sparsity`` of the block's entries, as
+    the reference; ``"row"``: of each row), or ``n`` of every ``m`` consecutive inputs (``n_m``), or given
+    (``mask``, True = prune: SparseGPT's update applied after another method's selection). Pruned weights are
+    zero; the others absorb the error through the upper Cholesky factor of H^-1. Returns (W, mask).
+    """
+    W = W.to(torch.float64).clone()
+    H = H.to(torch.float64).clone()
+    cols = W.shape[1]
+    dead = torch.diagonal(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H += percdamp * torch.diagonal(H).mean() * torch.eye(cols, dtype=H.dtype, device=H.device)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    full_mask = torch.zeros_like(W, dtype=torch.bool)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        d = torch.diagonal(Hinv1)
+        if mask is not None:
+            mask1 = mask[:, i1:i2].to(W.device).clone()
+        elif n_m is None:
+            tmp = W1**2 / d.unsqueeze(0) ** 2
+            if mask_scope == "row":
+                k = int(round(tmp.shape[1] * sparsity))
+                mask1 = torch.zeros_like(tmp, dtype=torch.bool)
+                if k:
+                    mask1.scatter_(1, torch.argsort(tmp, dim=1, stable=True)[:, :k], True)
+            else:
+                thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * sparsity)]
+                mask1 = tmp <= thresh
+        else:
+            mask1 = torch.zeros_like(W1, dtype=torch.bool)
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            if mask is None and n_m is not None and i % n_m[1] == 0:
+                tmp = W1[:, i : i + n_m[1]] ** 2 / d[i : i + n_m[1]].unsqueeze(0) ** 2
+                mask1.scatter_(1, i + torch.topk(tmp, n_m[0], dim=1, largest=False)[1], True)
+            q = w.clone()
+            q[mask1[:, i]] = 0.0
+            Q1[:, i] = q
+            err = (w - q) / d[i]
+            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        full_mask[:, i1:i2] = mask1
+    return W, full_mask

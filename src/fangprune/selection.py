@@ -124,7 +124,58 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return mask.reshape(rows, cols)
 
 
-def prune_mask(scores: torch.Tensor, pattern: str, ratio: float) -> torch.Tensor:
-    """The mask of ``pattern`` ("unstructured": ``ratio`` of every row; "N:M": N of every M inputs)."""
+def layer_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Prune mask of the round(ratio * numel) lowest scores of the whole matrix (magnitude pruning's layer scope)."""
+    k = int(round(ratio * scores.numel()))
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k > 0:
+        mask[torch.argsort(scores.flatten(), stable=True)[:k]] = True
+    return mask.reshape(scores.shape)
+
+
+def prune_mask(scores: torch.Tensor, pattern: str, ratio: float, scope: str = "row") -> torch.Tensor:
+    """The mask of ``pattern`` ("unstructured": ``ratio`` of every row, or of the matrix with ``scope="layer"``;
+    "N:M": N of every M consecutive inputs)."""
     nm = parse_pattern(pattern)
-    return row_mask(scores, ratio) if nm is None else nm_mask(scores, *nm)
+    if nm is not None:
+        return nm_mask(scores, *nm)
+    return layer_mask(scores, ratio) if scope == "layer" else row_mask(scores, ratio)
+
+
+def lsa_permutation(scores: torch.Tensor, n: int, m: int, rounds: int = 2) -> torch.Tensor:
+    """A permutation of the input columns that raises the score kept by an N:M mask (RIA's channel permutation).
+
+    Columns are dealt to the in/m groups in order of their total score, then each slot position is re-assigned
+    by a linear sum assignment (scipy) maximising the kept score; the result is used only if it keeps more than
+    the identity, so it never lowers the kept score sum. Returns ``perm`` (permuted = scores[:, perm]).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    def kept(perm):
+        s = scores[:, perm]
+        return float((s * ~nm_mask(s, n, m)).sum())
+
+    cols = scores.shape[1]
+    groups = cols // m
+    order = torch.argsort(scores.sum(0), descending=True, stable=True)
+    slots = order.reshape(m, groups).T.clone()  # [group, position]: column ids, best columns spread over groups
+    for _ in range(rounds):
+        for pos in range(m):
+            others = [p for p in range(m) if p != pos]
+            cand = slots[:, pos]
+            block = scores.double()[:, slots[:, others]].permute(1, 0, 2)  # [group, rows, m - 1]
+            cand_scores = scores.double()[:, cand].T  # [candidate, rows]
+            gain = torch.empty(groups, groups, dtype=torch.float64)  # [candidate column, group]
+            step = max(1, 2**22 // max(1, groups * scores.shape[0] * m))
+            for c0 in range(0, groups, step):
+                c = cand_scores[c0 : c0 + step]  # [chunk, rows]
+                full = torch.cat([block.unsqueeze(0).expand(c.shape[0], -1, -1, -1),
+                                  c[:, None, :, None].expand(-1, groups, -1, 1)], dim=3)  # [chunk, G, rows, m]
+                gain[c0 : c0 + step] = full.sort(dim=3).values[..., n:].sum(dim=(2, 3))
+            rows, colsel = linear_sum_assignment(-gain.numpy())
+            new = slots[:, pos].clone()
+            new[torch.as_tensor(colsel)] = cand[torch.as_tensor(rows)]
+            slots[:, pos] = new
+    perm = slots.reshape(-1)
+    identity = torch.arange(cols)
+    return perm if kept(perm) > kept(identity) else identity

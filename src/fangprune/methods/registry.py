@@ -25,6 +25,7 @@ BUILTIN_MODULES = (
     "fangprune.methods.fang",
     "fangprune.methods.flap",
     "fangprune.methods.baselines",
+    "fangprune.methods.unstructured",
 )
 
 #: Parameter schemas shared by several methods; a method takes those named in its defaults.

@@ -1,0 +1,118 @@
+"""Shared machinery of the unstructured and N:M methods (magnitude, Wanda, SparseGPT, RIA, ClearCut).
+
+Every projection of a decoder layer (q, k, v, o, gate, up, down) gets a mask from the method's score: the
+``sparsity`` fraction of every output row (``comparison: row``; Wanda, RIA, ClearCut) or of the whole matrix
+(``layer``; magnitude, as the reference toolkits), or N of every M consecutive inputs (``sparsity_type: N:M``).
+The weights stay dense with zeros, so checkpoints load with plain ``from_pretrained``. Options:
+
+* ``reconstruction``: after the selection, SparseGPT's OBS update with that fixed mask (``obs.sparsegpt_prune``);
+* ``lsa`` (N:M only): RIA's channel permutation by linear sum assignment before the N:M selection, applied to the
+  MLP's intermediate channels (gate/up rows and down columns are permuted together, so the model is unchanged
+  and the stored down_proj is exactly N:M); the other projections read the residual stream and keep their order.
+
+Inputs of q/k/v and of gate/up are the same tensors, so one statistic serves each pair of hooks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import LayerRoles
+from ..obs import HessianAccumulator, sparsegpt_prune
+from ..selection import lsa_permutation, parse_pattern, prune_mask
+from .registry import ParamError
+
+PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
+INPUT_OF = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o", "gate": "mlp_in", "up": "mlp_in", "down": "down"}
+PATTERNS = ["unstructured", "1:4", "2:4", "3:4", "4:8"]
+
+#: Parameters every unstructured method accepts.
+UNSTRUCTURED_DEFAULTS = {
+    "allocation": "uniform",
+    "fc_lambda": 0.5,
+    "fc_bound": True,
+    "sparsity_type": "unstructured",
+    "comparison": "row",
+    "reconstruction": False,
+    "lsa": False,
+    "percdamp": 0.01,
+}
+UNSTRUCTURED_SCHEMA = {
+    "sparsity_type": {"enum": PATTERNS, "description": "unstructured (ratio = the sparsity) or N zeros in every M inputs."},
+    "comparison": {"enum": ["row", "layer"], "description": "Unstructured masks per output row or per matrix."},
+    "reconstruction": {"type": "boolean", "description": "SparseGPT's OBS weight update after the selection."},
+    "lsa": {"type": "boolean", "description": "RIA's channel permutation before N:M (MLP channels)."},
+}
+
+
+def check_unstructured(params: dict) -> None:
+    if params["lsa"] and parse_pattern(params["sparsity_type"]) is None:
+        raise ParamError("lsa", "lsa permutes channels for an N:M pattern; it needs sparsity_type N:M")
+
+
+class UnstructuredPruner:
+    """Masks every projection of one layer by ``score`` (subclasses) and the pattern; optional reconstruction."""
+
+    needs_hessian = False
+
+    def __init__(self, params: dict, layer_idx: int, clusters=None, groups=None):
+        self.params = params
+        self.layer_idx = layer_idx
+        self.sq: dict[str, torch.Tensor] = {}
+        self.tokens = 0
+        self.H = {name: HessianAccumulator() for name in set(INPUT_OF.values())}
+
+    def observed(self, r: LayerRoles) -> dict:
+        return {"attn_in": r.q, "o": r.o, "mlp_in": r.gate, "down": r.down}
+
+    def observe(self, name: str, x: torch.Tensor) -> None:
+        flat = x.reshape(-1, x.shape[-1])
+        self.sq[name] = self.sq.get(name, 0) + (flat.double() ** 2).sum(0)
+        if self.needs_hessian or self.params["reconstruction"]:
+            self.H[name].add(flat)
+
+    def input_norm(self, name: str) -> torch.Tensor:
+        """||X_j||_2 of every input channel of projection ``name`` over the calibration tokens."""
+        return torch.sqrt(self.sq[INPUT_OF[name]])
+
+    def score(self, name: str, W: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mask(self, name: str, W: torch.Tensor, sp: float) -> torch.Tensor:
+        return prune_mask(self.score(name, W), self.params["sparsity_type"], sp, self.params["comparison"])
+
+    def prune_weight(self, name: str, W: torch.Tensor, sp: float) -> torch.Tensor:
+        """The pruned weight (zeros at the mask), reconstructed if asked."""
+        mask = self.mask(name, W, sp)
+        if self.params["reconstruction"]:
+            W_new, _ = sparsegpt_prune(W, self.H[INPUT_OF[name]].H, sp, mask=mask, percdamp=self.params["percdamp"])
+            return W_new.to(W.dtype)
+        return W.masked_fill(mask.to(W.device), 0)
+
+    def prune(self, r: LayerRoles, sp: float) -> dict:
+        nm = parse_pattern(self.params["sparsity_type"])
+        if self.params["lsa"]:
+            self._permute_mlp(r, nm)
+        zeros = total = 0
+        actual = {}
+        for name in PROJECTIONS:
+            lin = getattr(r, name)
+            W = lin.weight.data
+            lin.weight.data = self.prune_weight(name, W, sp).to(W.dtype)
+            z = int((lin.weight.data == 0).sum())
+            actual[name] = z / lin.weight.numel()
+            zeros, total = zeros + z, total + lin.weight.numel()
+        return {"pattern": self.params["sparsity_type"], "linear_sparsity": actual, "achieved_sparsity": zeros / total}
+
+    def _permute_mlp(self, r: LayerRoles, nm) -> None:
+        """Reorder the MLP's intermediate channels so down_proj's N:M selection keeps more score (RIA's LSA)."""
+        perm = lsa_permutation(self.score("down", r.down.weight.data).cpu(), *nm).to(r.down.weight.device)
+        for lin in (r.gate, r.up):
+            lin.weight.data = lin.weight.data[perm]
+            if lin.bias is not None:
+                lin.bias.data = lin.bias.data[perm]
+        r.down.weight.data = r.down.weight.data[:, perm]
+        self.sq["down"] = self.sq["down"][perm.to(self.sq["down"].device)]
+        if self.H["down"].H is not None:
+            p = perm.to(self.H["down"].H.device)
+            self.H["down"].H = self.H["down"].H[p][:, p]

@@ -1,0 +1,123 @@
+"""The unstructured and N:M family: masks, hand-computed scores, SparseGPT vs magnitude, LSA, plain checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import random_windows, tiny_model
+
+from fangprune.checkpoint import SPARSITY_KEY, save_pruned
+from fangprune.methods.registry import resolve_method
+from fangprune.methods.unstructured import clearcut_score, ria_score, wanda_score
+from fangprune.obs import sparsegpt_prune
+from fangprune.pruning import prune_model
+from fangprune.selection import lsa_permutation, nm_mask, prune_mask, row_mask
+
+CPU = torch.device("cpu")
+W23 = torch.tensor([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]])
+XNORM = torch.tensor([1.0, 4.0, 9.0])
+
+
+def test_scores_on_a_2x3_example_by_hand():
+    assert torch.allclose(wanda_score(W23, XNORM), torch.tensor([[1.0, 8.0, 27.0], [4.0, 20.0, 54.0]], dtype=torch.float64))
+    # row sums 6, 15; column sums 5, 7, 9; ||X||^0.5 = 1, 2, 3
+    ria = torch.tensor([[1 / 5 + 1 / 6, (2 / 7 + 2 / 6) * 2, (3 / 9 + 3 / 6) * 3],
+                        [4 / 5 + 4 / 15, (5 / 7 + 5 / 15) * 2, (6 / 9 + 6 / 15) * 3]], dtype=torch.float64)
+    assert torch.allclose(ria_score(W23, XNORM), ria)
+    inter = torch.tensor([[1 / 30, 4 / 42 * 2, 9 / 54 * 3], [16 / 75, 25 / 105 * 2, 36 / 135 * 3]], dtype=torch.float64)
+    assert torch.allclose(clearcut_score(W23, XNORM), ria + 0.1 * inter)
+
+
+def test_nm_masks_have_exactly_n_zeros_in_every_group_and_row_masks_hit_the_ratio():
+    scores = torch.rand(8, 16, generator=torch.Generator().manual_seed(0))
+    for n, m in ((1, 4), (2, 4), (3, 4), (4, 8)):
+        mask = nm_mask(scores, n, m)
+        assert (mask.reshape(8, 16 // m, m).sum(-1) == n).all()
+    assert (row_mask(scores, 0.5).sum(1) == 8).all() and (prune_mask(scores, "unstructured", 0.25).sum(1) == 4).all()
+
+
+@pytest.mark.parametrize("algo", ["magnitude", "wanda", "sparsegpt", "ria", "clearcut"])
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])
+def test_every_method_and_pattern_on_a_tiny_model(algo, pattern):
+    model = tiny_model()
+    params = resolve_method(algo, {"sparsity_type": pattern})
+    report = prune_model(model, random_windows(4, 32), params, [0.5] * 3, CPU)
+    for layer in model.model.layers:
+        for lin in (layer.self_attn.q_proj, layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.down_proj):
+            zero = lin.weight == 0
+            if pattern != "unstructured":
+                n, m = map(int, pattern.split(":"))
+                assert (zero.reshape(lin.out_features, -1, m).sum(-1) == n).all()
+            elif params["comparison"] == "row" and algo != "sparsegpt":
+                assert (zero.sum(1) == lin.in_features // 2).all()  # the ratio in every row
+            else:
+                assert abs(float(zero.double().mean()) - 0.5) < 0.02
+    assert all(abs(e["achieved_sparsity"] - 0.5) < 0.02 for e in report["layers"])
+
+
+def test_sparsegpt_reconstructs_better_than_magnitude():
+    torch.manual_seed(0)
+    X = torch.randn(2048, 64) * torch.linspace(0.2, 3, 64)
+    W = torch.randn(32, 64)
+    H = X.T @ X
+    err = lambda Wh: float(torch.einsum("ij,jk,ik->", (W - Wh).double(), H.double(), (W - Wh).double()))
+    magnitude = W.masked_fill(prune_mask(W.abs(), "unstructured", 0.5, "layer"), 0)
+    sgpt, mask = sparsegpt_prune(W, H, 0.5)
+    assert abs(float(mask.double().mean()) - 0.5) < 0.02 and err(sgpt) < 0.7 * err(magnitude)
+    # reconstruction after a fixed mask never hurts that mask
+    fixed, _ = sparsegpt_prune(W, H, 0.5, mask=magnitude == 0)
+    assert torch.equal(fixed == 0, magnitude == 0) and err(fixed) < err(magnitude)
+
+
+def test_lsa_never_lowers_the_kept_score():
+    for seed in range(4):
+        scores = torch.rand(16, 32, generator=torch.Generator().manual_seed(seed)) ** 3
+        perm = lsa_permutation(scores, 2, 4)
+        kept = lambda s: float((s * ~nm_mask(s, 2, 4)).sum())
+        assert sorted(perm.tolist()) == list(range(32)) and kept(scores[:, perm]) >= kept(scores)
+
+
+def test_lsa_permutation_keeps_the_function_and_gives_exact_2_4_groups():
+    from fangprune.methods.unstructured import WandaPruner
+    from fangprune.models import roles
+
+    model = tiny_model()
+    ids = random_windows(2, 16, seed=5)
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    params = resolve_method("wanda", {"sparsity_type": "2:4", "lsa": True})
+    pruner = WandaPruner(params, 0)
+    r = roles(model.model.layers[0])
+    pruner.sq = {"down": torch.rand(r.intermediate_size, dtype=torch.float64) + 0.1}
+    old_down = r.down.weight.data.clone()
+    pruner._permute_mlp(r, (2, 4))
+    assert not torch.equal(r.down.weight.data, old_down)  # channels moved
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, before, atol=1e-5)  # the MLP is permutation-invariant
+    prune_model(model, random_windows(4, 32), params, [0.5] * 3, CPU)
+    down = model.model.layers[0].mlp.down_proj.weight
+    assert ((down == 0).reshape(down.shape[0], -1, 4).sum(-1) == 2).all()
+    with pytest.raises(ValueError, match="N:M"):
+        resolve_method("wanda", {"lsa": True})
+
+
+def test_a_2_4_checkpoint_reloads_with_plain_from_pretrained(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = tiny_model()
+    params = resolve_method("wanda", {"sparsity_type": "2:4"})
+    prune_model(model, random_windows(4, 32), params, [0.5] * 3, CPU)
+    ids = random_windows(2, 16, seed=5)
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    save_pruned(model, None, tmp_path / "ckpt", {"params": params}, structured=False)
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert "auto_map" not in cfg and not (tmp_path / "ckpt" / "modeling_fangprune.py").exists()
+    assert cfg[SPARSITY_KEY]["pattern"] == "2:4" and cfg[SPARSITY_KEY]["layers"][0]["down"] == 0.5
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")  # no remote code
+    with torch.no_grad():
+        assert torch.equal(back(input_ids=ids).logits, before)
+    for layer in back.model.layers:
+        w = layer.mlp.up_proj.weight
+        assert ((w == 0).reshape(w.shape[0], -1, 4).sum(-1) == 2).all()
