@@ -107,6 +107,11 @@ TABLE_NAMES = (
     + (["table2"] if set(ZS_TASKS) - {"mmlu"} else [])
     + (["table4"] if "mmlu" in ZS_TASKS else [])
     + sorted(config["tables"]["ablations"])
+    + (
+        ["table_unstructured"]
+        if any(not get_method(m["algorithm"]).structured for m in METHODS.values())
+        else []
+    )
 )
 TABLES = [f"{RES}/tables/metrics.csv"] + [
     f"{RES}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")

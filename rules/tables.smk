@@ -23,6 +23,7 @@ rule tables:
     params:
         references=config["tables"]["references"],
         ablations=config["tables"]["ablations"],
+        methods=METHODS,
         bootstrap=config["tables"]["bootstrap"],
         seed=config["seed"],
     script:

@@ -72,6 +72,7 @@ def test_workflow_runs_through_sbatch_reruns_nothing_and_retries_a_failed_job(cl
                    "gpu_mem_mb": 1500, "cpu_mem_mb": 1000, "gpu_runtime": 10, "cpu_runtime": 5},
     )
     cfg["zeroshot"].update(tasks=["boolq"], limit=2)
+    cfg["evaluation"]["datasets"] = ["wikitext2"]  # one job per rule
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
 
     # 1. every non-local job goes through sbatch and SLURM records it as completed

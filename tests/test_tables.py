@@ -125,3 +125,20 @@ def test_delta_cells_in_the_papers_style_starred_when_resolved(rows):
     back = read_metrics_csv(io.StringIO(buf.getvalue()))
     row = next(r for r in back if r["metric"] == "delta_boolq")
     assert row["reference"] == "a" and row["ci_low"] == -0.12 and row["n"] == 100
+
+
+def test_unstructured_table_in_the_clearcut_shape():
+    from fangprune.tables import unstructured_table
+
+    rows = [{"model": "m", "method": a, "sparsity": 0.5, "metric": "ppl_wikitext2", "value": v}
+            for a, v in (("wanda", 20.0), ("wanda-2of4", 30.0), ("w-rec", 19.0))]
+    rows.append({"model": "m", "method": "wanda", "sparsity": 0.5, "metric": "block_zero_frac", "value": 0.5})
+    methods = {"wanda": {"algorithm": "wanda", "sparsity_type": "unstructured"},
+               "wanda-2of4": {"algorithm": "wanda", "sparsity_type": "2:4"},
+               "w-rec": {"algorithm": "wanda", "sparsity_type": "unstructured", "reconstruction": True},
+               "obc": {"algorithm": "obc"}}
+    md, wide, tex = unstructured_table(rows, methods)
+    assert md.splitlines() == ["| Method | m 50% | m 2:4 |", "|---|---:|---:|", "| wanda | 20.00 | 30.00 |",
+                               "| wanda + reconstruction | 19.00 | - |"]
+    assert "m/50%/zero_frac" in wide.splitlines()[0] and ",0.5" in wide.splitlines()[1]
+    assert "wanda + reconstruction & 19.00 & - \\\\" in tex

@@ -121,3 +121,37 @@ def test_a_2_4_checkpoint_reloads_with_plain_from_pretrained(tmp_path):
     for layer in back.model.layers:
         w = layer.mlp.up_proj.weight
         assert ((w == 0).reshape(w.shape[0], -1, 4).sum(-1) == 2).all()
+
+
+def test_low_rank_with_full_rank_reproduces_the_layer():
+    from fangprune.methods.unstructured_base import factorise
+
+    lin = torch.nn.Linear(12, 8)
+    x = torch.randn(5, 12)
+    full = factorise(lin, 1.0)
+    assert full.rank == 8 and torch.allclose(full(x), lin(x), atol=1e-5)
+    half = factorise(lin, 0.5)
+    assert half.rank == 4 and sum(p.numel() for p in half.parameters()) == 12 * 4 + 4 * 8 + 8
+
+
+def test_clearcut_2_4_with_low_rank_checkpoint_reloads(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from fangprune.checkpoint import load_pruned
+
+    model = tiny_model()
+    dense_params = sum(p.numel() for p in model.parameters())
+    params = resolve_method("clearcut", {"sparsity_type": "2:4", "low_rank": {"rank_ratio": 0.5}})
+    report = prune_model(model, random_windows(4, 32), params, [0.5] * 3, CPU)
+    assert report["layers"][0]["low_rank"] == {"q_proj": 32, "k_proj": 16, "v_proj": 16, "o_proj": 32}
+    assert report["params"] < dense_params  # the factorised layers are counted
+    ids = random_windows(2, 16, seed=5)
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    save_pruned(model, None, tmp_path / "ckpt", {"params": params}, structured=False)
+    for back in (load_pruned(tmp_path / "ckpt"),
+                 AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", trust_remote_code=True)):
+        with torch.no_grad():
+            assert torch.equal(back(input_ids=ids).logits, before)
+        down = back.model.layers[0].mlp.down_proj.weight
+        assert ((down == 0).reshape(down.shape[0], -1, 4).sum(-1) == 2).all()  # the MLP stays exactly 2:4

@@ -2,11 +2,11 @@
 
 
 from fangprune import runtime
-from fangprune.checkpoint import load_pruned
+from fangprune.checkpoint import SPARSITY_KEY, load_pruned
 from fangprune.data import evaluation_text, protocol_windows
 from fangprune.evaluation import perplexity
 from fangprune.io import provenance, timed_step, write_json
-from fangprune.models import DTYPES, block_params, count_params, load_tokenizer, needs_bos
+from fangprune.models import DTYPES, block_params, block_zero_frac, count_params, load_tokenizer, needs_bos
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params
@@ -22,5 +22,7 @@ with timed_step("evaluate_ppl") as step:
 write_json(smk.output.metrics, {
     "model": p.model, "method": p.method, "sparsity": p.sparsity, "dataset": p.dataset, "source": text.source,
     "seqlen": p.seqlen, **result, "params": count_params(model), "block_params": block_params(model),
+    # zeroed (unstructured / N:M) checkpoints: the actual sparsity of their dense tensors
+    "block_zero_frac": block_zero_frac(model) if getattr(model.config, SPARSITY_KEY, None) is not None else None,
     "resources": step, "provenance": provenance(),
 })

@@ -1,7 +1,7 @@
 """Parameters, weight bytes and prefill/decode tokens/s of a pruned checkpoint vs its dense model (one process)."""
 
 from fangprune import runtime
-from fangprune.checkpoint import load_pruned
+from fangprune.checkpoint import SPARSITY_KEY, load_pruned
 from fangprune.io import provenance, timed_step, write_json
 from fangprune.models import DTYPES
 from fangprune.speed import compare_speed, disk_bytes, speedups
@@ -28,5 +28,6 @@ ratios = {
 write_json(smk.output.metrics, {
     "model": p.model, "method": p.method, "sparsity": p.sparsity, "device": str(device), "threads": smk.threads,
     "dtype": p.dtype, "prompt_len": p.prompt_len, "decode_tokens": p.decode_tokens, "batch_size": p.batch_size,
+    "zeroed": getattr(models["pruned"].config, SPARSITY_KEY, None) is not None,
     **ratios, **speed, "resources": step, "provenance": provenance(),
 })

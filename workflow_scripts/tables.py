@@ -12,7 +12,16 @@ from fangprune.comparisons import (
 from fangprune.io import atomic_path, load_torch, read_json, setup_logging
 from fangprune.plots import sparsity_curves
 from fangprune.stats import resolver
-from fangprune.tables import TITLES, to_csv, to_latex, to_markdown, uncertainty_notes, with_average, write_metrics_csv
+from fangprune.tables import (
+    TITLES,
+    to_csv,
+    to_latex,
+    to_markdown,
+    uncertainty_notes,
+    unstructured_table,
+    with_average,
+    write_metrics_csv,
+)
 from fangprune.zeroshot.results import evaluation_rows, speed_notes, zeroshot_notes
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
@@ -49,6 +58,16 @@ def ablation_rows(spec: dict) -> list[dict]:
 
 for path in smk.output.tables:
     name, ext = Path(path).stem, Path(path).suffix
+    if name == "table_unstructured":
+        md, wide, tex = unstructured_table(rows, p.methods)
+        title = "## Unstructured and N:M pruning (the ClearCut README's shape): WikiText-2 PPL\n\n"
+        zero_note = ("- Actual sparsity of the projections (zeros / weights) per checkpoint is in metrics.csv "
+                     "(block_zero_frac) and in the CSV of this table.\n")
+        text = {".md": title + md + "\n" + "".join(f"- {n}\n" for n in notes) + zero_note, ".csv": wide,
+                ".tex": tex}[ext]
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        continue
     spec = p.ablations.get(name)
     table_rows, title, table_notes, order = rows, TITLES.get(name), notes, None
     if spec is not None:

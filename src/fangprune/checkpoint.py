@@ -21,6 +21,7 @@ from .models import SHARD_SIZE, decoder_layers, device_map_kwargs, roles
 from .remote import modeling_fangprune as remote
 
 LAYERS_KEY = remote.LAYERS_KEY
+LOW_RANK_KEY = remote.LOW_RANK_KEY
 REMOTE_FILE = Path(remote.__file__)
 
 
@@ -54,6 +55,20 @@ def sparsity_record(model: nn.Module, pattern: str) -> dict:
     return {"pattern": pattern, "layers": layers}
 
 
+def low_rank_spec(model: nn.Module) -> list[dict] | None:
+    """Per layer, the rank of every projection stored as a LowRankLinear (None when there is none)."""
+    spec, any_low = [], False
+    for layer in decoder_layers(model):
+        ranks = {}
+        for parent in (layer.self_attn, layer.mlp):
+            for name, child in parent.named_children():
+                if isinstance(child, remote.LowRankLinear):
+                    ranks[name] = child.rank
+        any_low |= bool(ranks)
+        spec.append(ranks)
+    return spec if any_low else None
+
+
 def save_pruned(
     model: nn.Module,
     tokenizer,
@@ -80,9 +95,16 @@ def save_pruned(
     else:
         pattern = manifest.get("params", {}).get("sparsity_type", "unstructured")
         model.config.update({SPARSITY_KEY: sparsity_record(model, pattern)})
+    ranks = low_rank_spec(model)
+    needs_code = structured or ranks is not None
+    if ranks is not None:  # factorised projections: rebuilt by the model code before the weights load
+        model.config.update({
+            LOW_RANK_KEY: ranks,
+            "auto_map": {"AutoModelForCausalLM": f"{REMOTE_FILE.stem}.{remote.CLASSES[mtype].__name__}"},
+        })
     with atomic_path(path, directory=True) as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
-        if structured:
+        if needs_code:
             shutil.copyfile(REMOTE_FILE, tmp / REMOTE_FILE.name)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -101,7 +123,7 @@ def load_pruned(
     path = Path(path)
     kwargs = device_map_kwargs(device_map)
     config = AutoConfig.from_pretrained(path)
-    if getattr(config, LAYERS_KEY, None) is None:
+    if getattr(config, LAYERS_KEY, None) is None and getattr(config, LOW_RANK_KEY, None) is None:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs).eval()
     if config.model_type not in remote.CLASSES:
         raise ValueError(f"{path}: unsupported architecture {config.model_type!r}")

@@ -218,6 +218,18 @@ def block_params(model: nn.Module) -> int:
     return total
 
 
+def block_zero_frac(model: nn.Module) -> float:
+    """Fraction of zero entries in the projection weights (biases excluded): the actual sparsity that
+    unstructured and N:M pruning leave in dense tensors."""
+    zeros = total = 0
+    for layer in decoder_layers(model):
+        r = roles(layer)
+        for m in (r.q, r.k, r.v, r.o, r.gate, r.up, r.down):
+            zeros += int((m.weight == 0).sum())
+            total += m.weight.numel()
+    return zeros / total
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -98,6 +98,8 @@ def table_columns(name: str, rows: list[dict]) -> list[Column]:
             cols.append(Column(AVG, f"Avg acc ({len(tasks)} tasks)", scale=100.0))
         cols += [Column("block_params_kept_frac", "Block params kept", "{:.1%}", None),
                  Column("params", "Params", "{:,.0f}", None)]
+        if "block_zero_frac" in present:
+            cols.append(Column("block_zero_frac", "Block zeros (actual sparsity)", "{:.1%}", None))
         if "disk_mb" in present:
             cols.append(Column("disk_mb", "Size (MB)", "{:.1f}", None))
         if "prefill_speedup" in present:  # no per-example data: shown, never ranked
@@ -112,6 +114,8 @@ def table_columns(name: str, rows: list[dict]) -> list[Column]:
         cols = [Column(f"ppl_{d}", f"{h} PPL", better="low") for d, h in PPL_COLUMNS if f"ppl_{d}" in present]
         if AVG in present:
             cols.append(Column(AVG, f"Avg acc ({len(tasks)} tasks)", scale=100.0))
+        if "block_zero_frac" in present:
+            cols.append(Column("block_zero_frac", "Block zeros", "{:.1%}", None))
         return cols
     raise ValueError(f"unknown table {name!r}")
 
@@ -293,3 +297,50 @@ TITLES = {
     "table2": "Table 2: zero-shot accuracy (%) per task",
     "table4": "Table 4: MMLU accuracy (%)",
 }
+
+
+def unstructured_label(params: dict) -> str:
+    """Row label of an unstructured method in the ClearCut-style table: algorithm and options."""
+    label = params["algorithm"]
+    if params.get("reconstruction"):
+        label += " + reconstruction"
+    if params.get("lsa"):
+        label += " + lsa"
+    if params.get("low_rank"):
+        label += f" + low-rank {params['low_rank']['rank_ratio']:g}"
+    return label
+
+
+def unstructured_table(rows: list[dict], methods: dict, metric: str = "ppl_wikitext2") -> tuple[str, str, str]:
+    """The ClearCut README's shape: one row per method (with its options), one column per model and pattern
+    (unstructured at each sparsity, and each N:M), the perplexity in the cells; returns (markdown, csv, latex)."""
+    by_key = _index(rows)
+    cells: dict = defaultdict(dict)
+    columns: set = set()
+    for (model, method, sp), vals in by_key.items():
+        params = methods.get(method)
+        if params is None or "sparsity_type" not in params or metric not in vals:
+            continue
+        pattern = params["sparsity_type"]
+        col = (model, pattern if pattern != "unstructured" else f"{sp:.0%}")
+        columns.add(col)
+        cells[unstructured_label(params)][col] = (vals[metric], vals.get("block_zero_frac"))
+    cols = sorted(columns, key=lambda c: (c[0], ":" in c[1], c[1]))
+    md = io.StringIO()
+    md.write("| Method | " + " | ".join(f"{m} {p}" for m, p in cols) + " |\n")
+    md.write("|---|" + "---:|" * len(cols) + "\n")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["method", *[f"{m}/{p}" for m, p in cols], *[f"{m}/{p}/zero_frac" for m, p in cols]])
+    tex = io.StringIO()
+    tex.write("\\begin{tabular}{l" + "r" * len(cols) + "}\n\\toprule\n")
+    tex.write("Method & " + " & ".join(_tex(f"{m} {p}") for m, p in cols) + " \\\\\n\\midrule\n")
+    for label in sorted(cells):
+        vals = [cells[label].get(c) for c in cols]
+        text = ["-" if v is None else f"{v[0]:.2f}" for v in vals]
+        md.write(f"| {label} | " + " | ".join(text) + " |\n")
+        tex.write(f"{_tex(label)} & " + " & ".join(text) + " \\\\\n")
+        writer.writerow([label, *["" if v is None else v[0] for v in vals],
+                         *["" if v is None or v[1] is None else v[1] for v in vals]])
+    tex.write("\\bottomrule\n\\end{tabular}\n")
+    return md.getvalue(), out.getvalue(), tex.getvalue()

@@ -9,6 +9,9 @@ The weights stay dense with zeros, so checkpoints load with plain ``from_pretrai
 * ``lsa`` (N:M only): RIA's channel permutation by linear sum assignment before the N:M selection, applied to the
   MLP's intermediate channels (gate/up rows and down columns are permuted together, so the model is unchanged
   and the stored down_proj is exactly N:M); the other projections read the residual stream and keep their order.
+* ``low_rank: {rank_ratio, targets}``: after pruning, the target attention projections are replaced by a rank-r
+  SVD factorisation of their pruned weights, r = round(rank_ratio * min(out, in)), stored as two smaller linears
+  (``remote.modeling_fangprune.LowRankLinear``; such checkpoints need the project's loader or remote code).
 
 Inputs of q/k/v and of gate/up are the same tensors, so one statistic serves each pair of hooks.
 """
@@ -19,6 +22,7 @@ import torch
 
 from ..models import LayerRoles
 from ..obs import HessianAccumulator, sparsegpt_prune
+from ..remote.modeling_fangprune import LowRankLinear
 from ..selection import lsa_permutation, parse_pattern, prune_mask
 from .registry import ParamError
 
@@ -36,13 +40,38 @@ UNSTRUCTURED_DEFAULTS = {
     "reconstruction": False,
     "lsa": False,
     "percdamp": 0.01,
+    "low_rank": None,
 }
 UNSTRUCTURED_SCHEMA = {
     "sparsity_type": {"enum": PATTERNS, "description": "unstructured (ratio = the sparsity) or N zeros in every M inputs."},
     "comparison": {"enum": ["row", "layer"], "description": "Unstructured masks per output row or per matrix."},
     "reconstruction": {"type": "boolean", "description": "SparseGPT's OBS weight update after the selection."},
     "lsa": {"type": "boolean", "description": "RIA's channel permutation before N:M (MLP channels)."},
+    "low_rank": {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "required": ["rank_ratio"],
+        "properties": {
+            "rank_ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "targets": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": ["q", "k", "v", "o"]}},
+        },
+        "description": "SVD of the attention projections after pruning: {rank_ratio, targets (default q/k/v/o)}.",
+    },
 }
+
+
+def factorise(lin, rank_ratio: float) -> LowRankLinear:
+    """A LowRankLinear holding the best rank-r approximation (truncated SVD) of ``lin``'s weight."""
+    W = lin.weight.data.double()
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    rank = max(1, round(rank_ratio * min(W.shape)))
+    new = LowRankLinear(lin.in_features, lin.out_features, rank, lin.bias is not None,
+                        device=lin.weight.device, dtype=lin.weight.dtype)
+    new.down.weight.data = (S[:rank, None] * Vh[:rank]).to(lin.weight.dtype)
+    new.up.weight.data = U[:, :rank].contiguous().to(lin.weight.dtype)
+    if lin.bias is not None:
+        new.up.bias.data = lin.bias.data.clone()
+    return new
 
 
 def check_unstructured(params: dict) -> None:
@@ -102,7 +131,16 @@ class UnstructuredPruner:
             z = int((lin.weight.data == 0).sum())
             actual[name] = z / lin.weight.numel()
             zeros, total = zeros + z, total + lin.weight.numel()
-        return {"pattern": self.params["sparsity_type"], "linear_sparsity": actual, "achieved_sparsity": zeros / total}
+        out = {"pattern": self.params["sparsity_type"], "linear_sparsity": actual, "achieved_sparsity": zeros / total}
+        low_rank = self.params.get("low_rank")
+        if low_rank:
+            ranks = {}
+            for name in low_rank.get("targets", ["q", "k", "v", "o"]):
+                new = factorise(getattr(r, name), low_rank["rank_ratio"])
+                setattr(r.attn, f"{name}_proj", new)
+                ranks[f"{name}_proj"] = new.rank
+            out["low_rank"] = ranks
+        return out
 
     def _permute_mlp(self, r: LayerRoles, nm) -> None:
         """Reorder the MLP's intermediate channels so down_proj's N:M selection keeps more score (RIA's LSA)."""

@@ -20,6 +20,8 @@ def evaluation_rows(ppl: list[dict], zeroshot: list[dict], speed: list[dict] = (
         rows.append({**key, "metric": "params", "value": e["params"]})
         if e["model"] in dense_block:
             rows.append({**key, "metric": "block_params_kept_frac", "value": e["block_params"] / dense_block[e["model"]]})
+        if e.get("block_zero_frac") is not None:  # unstructured / N:M: zeros in dense tensors
+            rows.append({**key, "metric": "block_zero_frac", "value": e["block_zero_frac"]})
     for e in zeroshot:
         key = {"model": e["model"], "method": e["method"], "sparsity": float(e["sparsity"])}
         task = e["task"]
@@ -59,7 +61,11 @@ def speed_notes(speed: list[dict]) -> list[str]:
     if not speed:
         return []
     e = speed[0]
-    return [
+    zeroed = [
+        "Unstructured / N:M checkpoints store their zeros in dense tensors: no speedup is expected from them on a "
+        "CPU (2:4 semi-structured kernels need a GPU), and none is claimed."
+    ] if any(s.get("zeroed") for s in speed) else []
+    return zeroed + [
         f"Speed: pruned vs dense tokens/s in one process ({e['device']}, {e['threads']} threads, {e['dtype']}); "
         f"prefill of {e['batch_size']} x {e['prompt_len']} tokens, {e['decode_tokens']} cached decode steps; "
         f"median [min, max] over {e.get('prefill_speedup_spread', {}).get('n', e.get('repeats', '?'))} alternating "
