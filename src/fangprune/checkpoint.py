@@ -49,9 +49,8 @@ def sparsity_record(model: nn.Module, pattern: str) -> dict:
     """Pattern and the actual fraction of zeros of every projection, per layer."""
     layers = []
     for layer in decoder_layers(model):
-        r = roles(layer)
-        layers.append({name: float((getattr(r, name).weight == 0).double().mean())
-                       for name in ("q", "k", "v", "o", "gate", "up", "down")})
+        projections = roles(layer).projections()
+        layers.append({name: float((lin.weight == 0).double().mean()) for name, lin in projections.items()})
     return {"pattern": pattern, "layers": layers}
 
 

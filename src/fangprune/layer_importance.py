@@ -22,8 +22,7 @@ from .models import decoder_layers, place, roles
 
 
 def _block_linears(layer: nn.Module) -> dict[str, nn.Linear]:
-    r = roles(layer)
-    return {"q": r.q, "k": r.k, "v": r.v, "o": r.o, "gate": r.gate, "up": r.up, "down": r.down}
+    return roles(layer).projections()
 
 
 @torch.no_grad()

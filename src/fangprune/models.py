@@ -125,6 +125,10 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return model.model.layers
 
 
+#: Role names of a decoder block's projections (attention q/k/v/o, MLP gate/up/down).
+PROJECTION_NAMES = ("q", "k", "v", "o", "gate", "up", "down")
+
+
 @dataclass
 class LayerRoles:
     """The modules of one decoder block, by role."""
@@ -183,6 +187,10 @@ class LayerRoles:
             per_head += self.head_dim
         return self.num_kv_heads * per_head
 
+    def projections(self) -> dict[str, nn.Linear]:
+        """The seven projections by role name (q, k, v, o, gate, up, down)."""
+        return {name: getattr(self, name) for name in PROJECTION_NAMES}
+
     def channel_params(self) -> int:
         """Parameters removed with one MLP channel (gate row, up row, down column)."""
         h = self.down.out_features
@@ -223,8 +231,7 @@ def block_zero_frac(model: nn.Module) -> float:
     unstructured and N:M pruning leave in dense tensors."""
     zeros = total = 0
     for layer in decoder_layers(model):
-        r = roles(layer)
-        for m in (r.q, r.k, r.v, r.o, r.gate, r.up, r.down):
+        for m in roles(layer).projections().values():
             zeros += int((m.weight == 0).sum())
             total += m.weight.numel()
     return zeros / total

@@ -26,7 +26,6 @@ from ..remote.modeling_fangprune import LowRankLinear
 from ..selection import lsa_permutation, parse_pattern, prune_mask
 from .registry import ParamError
 
-PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
 INPUT_OF = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o", "gate": "mlp_in", "up": "mlp_in", "down": "down"}
 PATTERNS = ["unstructured", "1:4", "2:4", "3:4", "4:8"]
 
@@ -124,8 +123,7 @@ class UnstructuredPruner:
             self._permute_mlp(r, nm)
         zeros = total = 0
         actual = {}
-        for name in PROJECTIONS:
-            lin = getattr(r, name)
+        for name, lin in r.projections().items():
             W = lin.weight.data
             lin.weight.data = self.prune_weight(name, W, sp).to(W.dtype)
             z = int((lin.weight.data == 0).sum())
