@@ -37,6 +37,7 @@ def test_defaults_filled(tmp_path):
         (lambda c: c.update(zeroshot={"limit": 0}), "zeroshot.limit"),
         (lambda c: c.update(zeroshot={"limit_per_task": {"mmlu": -1}}), "zeroshot.limit_per_task.mmlu"),
         (lambda c: c.update(zeroshot={"num_fewshot_per_task": {"nope": 5}}), "zeroshot.num_fewshot_per_task"),
+        (lambda c: c.update(select_methods=["obc", "wanda"]), "select_methods"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, mutate, key):
@@ -45,6 +46,13 @@ def test_bad_config_names_the_key(tmp_path, mutate, key):
     with pytest.raises(ConfigError) as exc:
         validate_config(copy.deepcopy(cfg))
     assert f"'{key}" in str(exc.value)
+
+
+def test_select_methods_drops_the_others_and_their_references(tmp_path):
+    cfg = base(tmp_path)
+    cfg.update(sparsities=[0.6], select_methods=["obc"], tables={"references": {"o-fang": "obc"}})
+    cfg = validate_config(cfg)  # 0.6 would be impossible for o-fang, which is not selected
+    assert list(cfg["methods"]) == ["obc"] and cfg["tables"]["references"] == {}
 
 
 def test_zeroshot_data_checked_before_any_job(tmp_path):

@@ -12,7 +12,7 @@ from fangprune.methods.registry import resolve_method
 from fangprune.methods.unstructured import clearcut_score, ria_score, wanda_score
 from fangprune.obs import sparsegpt_prune
 from fangprune.pruning import prune_model
-from fangprune.selection import lsa_permutation, nm_mask, prune_mask, row_mask
+from fangprune.selection import kept_score, lsa_permutation, nm_mask, prune_mask, reallocation_permutation, row_mask
 
 CPU = torch.device("cpu")
 W23 = torch.tensor([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]])
@@ -78,6 +78,50 @@ def test_lsa_never_lowers_the_kept_score():
         assert sorted(perm.tolist()) == list(range(32)) and kept(scores[:, perm]) >= kept(scores)
 
 
+def test_reallocation_deals_one_column_of_every_band_to_each_group_as_a_snake():
+    # column sums 0..7 (column j sums to j): bands {0,1}, {2,3}, {4,5}, {6,7} for 2:4 over 8 columns
+    scores = torch.arange(8, dtype=torch.float64).repeat(3, 1) / 3
+    perm = reallocation_permutation(scores, 2, 4)
+    assert perm.tolist() == [0, 3, 4, 7, 1, 2, 5, 6]  # band p at position p; bands 1 and 3 reversed
+    # retained degree: the kept score under an unstructured 2/4 mask of the matrix orders the columns
+    s = torch.tensor([[5.0, 1.0, 0.0, 9.0], [0.0, 0.5, 8.0, 9.0]])
+    # layer mask zeroes the four lowest (0, 0, 0.5, 1): kept per column 5, 0, 8, 18 -> order 1, 0, 2, 3
+    assert reallocation_permutation(s, 2, 4, "retained_degree_unstructured").tolist() == [1, 0, 2, 3]
+    # per row: row 0 keeps 5, 9; row 1 keeps 8, 9 -> kept 5, 0, 8, 18, the same order here
+    assert reallocation_permutation(s, 2, 4, "retained_degree_per_outneuron").tolist() == [1, 0, 2, 3]
+
+
+def test_lsa_from_the_reallocation_never_lowers_its_kept_score():
+    for seed in range(4):
+        scores = torch.rand(16, 32, generator=torch.Generator().manual_seed(seed)) ** 3
+        start = reallocation_permutation(scores, 2, 4)
+        perm = lsa_permutation(scores, 2, 4, start=start)
+        assert sorted(perm.tolist()) == list(range(32))
+        assert kept_score(scores, 2, 4, perm) >= kept_score(scores, 2, 4, start)
+
+
+@pytest.mark.parametrize("scope", ["mlp", "all"])
+def test_reallocation_on_a_tiny_model_by_scope(scope):
+    model = tiny_model()
+    params = resolve_method("ria", {"sparsity_type": "2:4", "reallocation": True, "lsa": True, "permutation_scope": scope})
+    report = prune_model(model, random_windows(4, 32), params, [0.5] * 3, CPU)
+    layer = model.model.layers[0]
+    exact = lambda lin: bool(((lin.weight == 0).reshape(lin.out_features, -1, 4).sum(-1) == 2).all())
+    assert all(abs(e["achieved_sparsity"] - 0.5) < 1e-6 for e in report["layers"])
+    if scope == "mlp":  # down_proj's inputs physically reordered: every stored group exact
+        assert report["layers"][0]["pattern"] == "2:4"
+        assert exact(layer.mlp.down_proj) and exact(layer.self_attn.q_proj)
+    else:  # every projection's groups in its own column order: 2 zeros of 4 per row, not in stored groups
+        assert report["layers"][0]["pattern"] == "2:4 permuted"
+        for lin in (layer.self_attn.q_proj, layer.mlp.down_proj):
+            assert ((lin.weight == 0).sum(1) == lin.in_features // 2).all()
+        assert not exact(layer.mlp.down_proj)
+    with pytest.raises(ValueError, match="permutation_scope"):
+        resolve_method("sparsegpt", {"sparsity_type": "2:4", "reallocation": True, "permutation_scope": "all"})
+    with pytest.raises(ValueError, match="reallocation"):
+        resolve_method("ria", {"reallocation": True})
+
+
 def test_lsa_permutation_keeps_the_function_and_gives_exact_2_4_groups():
     from fangprune.methods.unstructured import WandaPruner
     from fangprune.models import roles
@@ -91,7 +135,7 @@ def test_lsa_permutation_keeps_the_function_and_gives_exact_2_4_groups():
     r = roles(model.model.layers[0])
     pruner.sq = {"down": torch.rand(r.intermediate_size, dtype=torch.float64) + 0.1}
     old_down = r.down.weight.data.clone()
-    pruner._permute_mlp(r, (2, 4))
+    pruner._permute_mlp(r)
     assert not torch.equal(r.down.weight.data, old_down)  # channels moved
     with torch.no_grad():
         assert torch.allclose(model(input_ids=ids).logits, before, atol=1e-5)  # the MLP is permutation-invariant

@@ -19,6 +19,7 @@ from torch import nn
 from .io import atomic_path
 from .models import SHARD_SIZE, decoder_layers, device_map_kwargs, roles
 from .remote import modeling_fangprune as remote
+from .selection import stored_pattern
 
 LAYERS_KEY = remote.LAYERS_KEY
 LOW_RANK_KEY = remote.LOW_RANK_KEY
@@ -92,7 +93,7 @@ def save_pruned(
             "auto_map": {"AutoModelForCausalLM": f"{REMOTE_FILE.stem}.{remote.CLASSES[mtype].__name__}"},
         })
     else:
-        pattern = manifest.get("params", {}).get("sparsity_type", "unstructured")
+        pattern = stored_pattern(manifest.get("params", {}))
         model.config.update({SPARSITY_KEY: sparsity_record(model, pattern)})
     ranks = low_rank_spec(model)
     needs_code = structured or ranks is not None

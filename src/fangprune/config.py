@@ -61,6 +61,7 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
     """Validate ``config`` in place (defaults filled in) and return it. Raises ConfigError naming the key."""
     _schema_check(config, load_schema(), "")
     _expand_sweeps(config)
+    _select_methods(config)
     try:
         load_plugins(config["plugins"])
     except ImportError as exc:
@@ -160,6 +161,20 @@ def _expand_sweeps(config: dict) -> None:
     for spec in config["tables"]["ablations"].values():
         spec["methods"] = [m for n in spec["methods"] for m in sweeps.get(n, [n])]
     config["_sweeps"] = sweeps
+
+
+def _select_methods(config: dict) -> None:
+    """Keep only the methods named in ``select_methods`` (config files merge, so a later file cannot delete a
+    method an earlier one defines); references between dropped methods go with them."""
+    keep = config.get("select_methods")
+    if keep is None:
+        return
+    missing = [m for m in keep if m not in config["methods"]]
+    if missing:
+        raise ConfigError(f"config key 'select_methods': no method named {', '.join(map(repr, missing))} in 'methods'")
+    config["methods"] = {name: params for name, params in config["methods"].items() if name in keep}
+    refs = config["tables"]["references"] or {}
+    config["tables"]["references"] = {m: r for m, r in refs.items() if m in keep and r in keep}
 
 
 def _check_tables(config: dict) -> None:

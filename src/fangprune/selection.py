@@ -102,6 +102,14 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
     return n, m
 
 
+def stored_pattern(params: dict) -> str:
+    """The pattern the stored weights follow: the ``sparsity_type``, marked ``" permuted"`` where RIA's
+    permutations chose every projection's N:M groups in its own column order (``permutation_scope: all``)."""
+    pattern = params.get("sparsity_type", "unstructured")
+    permuted = (params.get("lsa") or params.get("reallocation")) and params.get("permutation_scope") == "all"
+    return f"{pattern} permuted" if permuted else pattern
+
+
 def row_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
     """Prune mask (True = zero) of the round(ratio * in) lowest scores of every output row."""
     k = int(round(ratio * scores.shape[1]))
@@ -142,23 +150,64 @@ def prune_mask(scores: torch.Tensor, pattern: str, ratio: float, scope: str = "r
     return layer_mask(scores, ratio) if scope == "layer" else row_mask(scores, ratio)
 
 
-def lsa_permutation(scores: torch.Tensor, n: int, m: int, rounds: int = 2) -> torch.Tensor:
-    """A permutation of the input columns that raises the score kept by an N:M mask (RIA's channel permutation).
+def reallocation_permutation(scores: torch.Tensor, n: int, m: int, importance: str = "sum") -> torch.Tensor:
+    """RIA's heuristic channel reallocation: a column order that puts one column of every importance band in
+    each group of ``m``.
 
-    Columns are dealt to the in/m groups in order of their total score, then each slot position is re-assigned
-    by a linear sum assignment (scipy) maximising the kept score; the result is used only if it keeps more than
-    the identity, so it never lowers the kept score sum. Returns ``perm`` (permuted = scores[:, perm]).
+    Columns are ranked by importance (ascending) and cut into ``m`` equal bands; position p of every N:M group
+    takes band p, alternate bands in reverse order (a snake), so no group holds only strong or only weak
+    columns. ``importance``: ``"sum"`` (the column's total score, the reference default),
+    ``"retained_degree_unstructured"`` / ``"retained_degree_per_outneuron"`` (the score a column keeps under an
+    unstructured n/m mask of the matrix / of every row, ties by the number of its entries that mask prunes).
+    Applied unconditionally, as the reference. Returns ``perm`` (permuted = scores[:, perm]).
+    """
+    cols = scores.shape[1]
+    if cols % m:
+        raise ValueError(f"{cols} input columns are not a multiple of M={m}")
+    if importance == "sum":
+        order = torch.argsort(scores.sum(0), stable=True)
+    elif importance in ("retained_degree_unstructured", "retained_degree_per_outneuron"):
+        mask = (layer_mask if importance.endswith("unstructured") else row_mask)(scores, n / m)
+        pruned, kept = mask.sum(0), (scores * ~mask).sum(0)
+        order = torch.argsort(pruned, stable=True)  # secondary key first, then a stable sort by the primary
+        order = order[torch.argsort(kept[order], stable=True)]
+    else:
+        raise ValueError(f"unknown reallocation importance {importance!r}")
+    band = cols // m
+    perm = torch.empty(cols, dtype=torch.long)
+    for p in range(m):
+        part = order[p * band : (p + 1) * band].cpu()
+        perm[p::m] = part if p % 2 == 0 else part.flip(0)
+    return perm
+
+
+def kept_score(scores: torch.Tensor, n: int, m: int, perm: torch.Tensor | None = None) -> float:
+    """Score sum an N:M mask keeps, in the column order ``perm`` (None: as stored)."""
+    s = scores if perm is None else scores[:, perm]
+    return float((s * ~nm_mask(s, n, m)).sum())
+
+
+def lsa_permutation(scores: torch.Tensor, n: int, m: int, rounds: int = 2,
+                    start: torch.Tensor | None = None) -> torch.Tensor:
+    """A permutation of the input columns that raises the score kept by an N:M mask (RIA's linear sum assignment).
+
+    From ``start`` (a permutation, e.g. ``reallocation_permutation``; None: columns dealt to the in/m groups in
+    order of their total score), each slot position is re-assigned by a linear sum assignment (scipy) that
+    maximises the kept score, one position at a time, ``rounds`` times. The result is used only if it keeps more
+    than the start (without ``start``: than the stored order), so it never lowers the kept score sum. Returns
+    ``perm`` (permuted = scores[:, perm]).
     """
     from scipy.optimize import linear_sum_assignment
 
-    def kept(perm):
-        s = scores[:, perm]
-        return float((s * ~nm_mask(s, n, m)).sum())
-
     cols = scores.shape[1]
     groups = cols // m
-    order = torch.argsort(scores.sum(0), descending=True, stable=True)
-    slots = order.reshape(m, groups).T.clone()  # [group, position]: column ids, best columns spread over groups
+    if start is None:
+        order = torch.argsort(scores.sum(0), descending=True, stable=True)
+        slots = order.reshape(m, groups).T.clone()  # [group, position]: column ids, best columns spread over groups
+        baseline = torch.arange(cols)
+    else:
+        slots = start.reshape(groups, m).clone()
+        baseline = start
     for _ in range(rounds):
         for pos in range(m):
             others = [p for p in range(m) if p != pos]
@@ -177,5 +226,4 @@ def lsa_permutation(scores: torch.Tensor, n: int, m: int, rounds: int = 2) -> to
             new[torch.as_tensor(colsel)] = cand[torch.as_tensor(rows)]
             slots[:, pos] = new
     perm = slots.reshape(-1)
-    identity = torch.arange(cols)
-    return perm if kept(perm) > kept(identity) else identity
+    return perm if kept_score(scores, n, m, perm) > kept_score(scores, n, m, baseline) else baseline

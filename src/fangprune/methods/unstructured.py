@@ -19,7 +19,7 @@ import torch
 from ..models import LayerRoles
 from ..obs import dampened_inverse, sparsegpt_prune
 from ..selection import parse_pattern
-from .registry import Method, register
+from .registry import Method, ParamError, register
 from .unstructured_base import (
     INPUT_OF,
     UNSTRUCTURED_DEFAULTS,
@@ -83,6 +83,13 @@ class SparseGPTPruner(UnstructuredPruner):
         return W_new.to(W.dtype)
 
 
+def check_sparsegpt(params: dict) -> None:
+    check_unstructured(params)
+    if (params["lsa"] or params["reallocation"]) and params["permutation_scope"] == "all":
+        raise ParamError("permutation_scope", "sparsegpt chooses its N:M groups inside the OBS sweep in stored "
+                         "column order; use permutation_scope: mlp")
+
+
 _A = {"a": {"type": "number", "minimum": 0, "description": "Exponent of the input norm (0.5)."}}
 
 MAGNITUDE = register(Method(
@@ -113,5 +120,5 @@ SPARSEGPT = register(Method(
             "blocksize": {"type": "integer", "minimum": 1},
             "mask_scope": {"enum": ["block", "row"], "description": "Unstructured mask per block (reference) or row."},
             "reconstruction": {"const": False, "description": "SparseGPT always reconstructs."}},
-    layer_pruner=SparseGPTPruner, check=check_unstructured, structured=False,
+    layer_pruner=SparseGPTPruner, check=check_sparsegpt, structured=False,
 ))

@@ -6,9 +6,17 @@ Every projection of a decoder layer (q, k, v, o, gate, up, down) gets a mask fro
 The weights stay dense with zeros, so checkpoints load with plain ``from_pretrained``. Options:
 
 * ``reconstruction``: after the selection, SparseGPT's OBS update with that fixed mask (``obs.sparsegpt_prune``);
-* ``lsa`` (N:M only): RIA's channel permutation by linear sum assignment before the N:M selection, applied to the
-  MLP's intermediate channels (gate/up rows and down columns are permuted together, so the model is unchanged
-  and the stored down_proj is exactly N:M); the other projections read the residual stream and keep their order.
+* ``reallocation`` and ``lsa`` (N:M only): RIA's column permutations before the N:M selection, the heuristic
+  channel reallocation (``selection.reallocation_permutation``, bands by ``importance_score``) and its refinement
+  by linear sum assignment (``selection.lsa_permutation``, from the reallocation when both are on). Where the
+  permutation acts is ``permutation_scope``:
+
+  - ``mlp`` (default): the MLP's intermediate channels are physically reordered (gate/up rows and down columns
+    together), so the model computes the same function and the stored down_proj is exactly N:M; the other
+    projections read the residual stream, whose order one layer cannot change, and are masked as stored.
+  - ``all`` (the RIA reference): every projection chooses its N:M groups in its own permuted column order and
+    the mask is mapped back, so stored weights are N:M only under that permutation (recorded as
+    ``"N:M permuted"``): no torch 2:4 kernel can use them without permuting the inputs at run time.
 * ``low_rank: {rank_ratio, targets}``: after pruning, the target attention projections are replaced by a rank-r
   SVD factorisation of their pruned weights, r = round(rank_ratio * min(out, in)), stored as two smaller linears
   (``remote.modeling_fangprune.LowRankLinear``; such checkpoints need the project's loader or remote code).
@@ -23,7 +31,7 @@ import torch
 from ..models import LayerRoles
 from ..obs import HessianAccumulator, sparsegpt_prune
 from ..remote.modeling_fangprune import LowRankLinear
-from ..selection import lsa_permutation, parse_pattern, prune_mask
+from ..selection import lsa_permutation, parse_pattern, prune_mask, reallocation_permutation, stored_pattern
 from .registry import ParamError
 
 INPUT_OF = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o", "gate": "mlp_in", "up": "mlp_in", "down": "down"}
@@ -38,6 +46,9 @@ UNSTRUCTURED_DEFAULTS = {
     "comparison": "row",
     "reconstruction": False,
     "lsa": False,
+    "reallocation": False,
+    "importance_score": "sum",
+    "permutation_scope": "mlp",
     "percdamp": 0.01,
     "low_rank": None,
 }
@@ -45,7 +56,16 @@ UNSTRUCTURED_SCHEMA = {
     "sparsity_type": {"enum": PATTERNS, "description": "unstructured (ratio = the sparsity) or N zeros in every M inputs."},
     "comparison": {"enum": ["row", "layer"], "description": "Unstructured masks per output row or per matrix."},
     "reconstruction": {"type": "boolean", "description": "SparseGPT's OBS weight update after the selection."},
-    "lsa": {"type": "boolean", "description": "RIA's channel permutation before N:M (MLP channels)."},
+    "lsa": {"type": "boolean", "description": "RIA's channel permutation by linear sum assignment before N:M."},
+    "reallocation": {"type": "boolean", "description": "RIA's heuristic channel reallocation before N:M."},
+    "importance_score": {
+        "enum": ["sum", "retained_degree_unstructured", "retained_degree_per_outneuron"],
+        "description": "Column importance that orders the reallocation's bands (RIA's --importance_score).",
+    },
+    "permutation_scope": {
+        "enum": ["mlp", "all"],
+        "description": "mlp: reorder the MLP channels (exact stored N:M); all: every projection, mask mapped back (reference).",
+    },
     "low_rank": {
         "type": ["object", "null"],
         "additionalProperties": False,
@@ -74,8 +94,9 @@ def factorise(lin, rank_ratio: float) -> LowRankLinear:
 
 
 def check_unstructured(params: dict) -> None:
-    if params["lsa"] and parse_pattern(params["sparsity_type"]) is None:
-        raise ParamError("lsa", "lsa permutes channels for an N:M pattern; it needs sparsity_type N:M")
+    for key in ("lsa", "reallocation"):
+        if params[key] and parse_pattern(params["sparsity_type"]) is None:
+            raise ParamError(key, f"{key} permutes channels for an N:M pattern; it needs sparsity_type N:M")
 
 
 class UnstructuredPruner:
@@ -106,8 +127,29 @@ class UnstructuredPruner:
     def score(self, name: str, W: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def permutes(self, scope: str) -> bool:
+        p = self.params
+        return (p["lsa"] or p["reallocation"]) and p["permutation_scope"] == scope
+
+    def permutation(self, scores: torch.Tensor) -> torch.Tensor:
+        """The column order RIA's reallocation and/or LSA choose for ``scores`` (on the CPU)."""
+        nm = parse_pattern(self.params["sparsity_type"])
+        scores = scores.cpu()
+        perm = None
+        if self.params["reallocation"]:
+            perm = reallocation_permutation(scores, *nm, self.params["importance_score"])
+        if self.params["lsa"]:
+            perm = lsa_permutation(scores, *nm, start=perm)
+        return perm
+
     def mask(self, name: str, W: torch.Tensor, sp: float) -> torch.Tensor:
-        return prune_mask(self.score(name, W), self.params["sparsity_type"], sp, self.params["comparison"])
+        scores = self.score(name, W)
+        if self.permutes("all"):
+            perm = self.permutation(scores).to(scores.device)
+            mask = torch.empty_like(scores, dtype=torch.bool)
+            mask[:, perm] = prune_mask(scores[:, perm], self.params["sparsity_type"], sp)
+            return mask
+        return prune_mask(scores, self.params["sparsity_type"], sp, self.params["comparison"])
 
     def prune_weight(self, name: str, W: torch.Tensor, sp: float) -> torch.Tensor:
         """The pruned weight (zeros at the mask), reconstructed if asked."""
@@ -118,9 +160,8 @@ class UnstructuredPruner:
         return W.masked_fill(mask.to(W.device), 0)
 
     def prune(self, r: LayerRoles, sp: float) -> dict:
-        nm = parse_pattern(self.params["sparsity_type"])
-        if self.params["lsa"]:
-            self._permute_mlp(r, nm)
+        if self.permutes("mlp"):
+            self._permute_mlp(r)
         zeros = total = 0
         actual = {}
         for name, lin in r.projections().items():
@@ -129,7 +170,7 @@ class UnstructuredPruner:
             z = int((lin.weight.data == 0).sum())
             actual[name] = z / lin.weight.numel()
             zeros, total = zeros + z, total + lin.weight.numel()
-        out = {"pattern": self.params["sparsity_type"], "linear_sparsity": actual, "achieved_sparsity": zeros / total}
+        out = {"pattern": stored_pattern(self.params), "linear_sparsity": actual, "achieved_sparsity": zeros / total}
         low_rank = self.params.get("low_rank")
         if low_rank:
             ranks = {}
@@ -140,9 +181,9 @@ class UnstructuredPruner:
             out["low_rank"] = ranks
         return out
 
-    def _permute_mlp(self, r: LayerRoles, nm) -> None:
-        """Reorder the MLP's intermediate channels so down_proj's N:M selection keeps more score (RIA's LSA)."""
-        perm = lsa_permutation(self.score("down", r.down.weight.data).cpu(), *nm).to(r.down.weight.device)
+    def _permute_mlp(self, r: LayerRoles) -> None:
+        """Reorder the MLP's intermediate channels so down_proj's N:M selection keeps more score."""
+        perm = self.permutation(self.score("down", r.down.weight.data)).to(r.down.weight.device)
         for lin in (r.gate, r.up):
             lin.weight.data = lin.weight.data[perm]
             if lin.bias is not None:

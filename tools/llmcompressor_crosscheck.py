@@ -1,0 +1,172 @@
+"""Cross-check the workflow's wanda and sparsegpt against llm-compressor's, on the same calibration windows.
+
+llmcompressor 0.14 pins transformers 5.15-5.17 and compressed-tensors 0.19, so it lives in its own venv:
+
+    python -m venv /tmp/llmc
+    /tmp/llmc/bin/pip install torch==2.13.0 llmcompressor==0.14.0.1
+
+Three steps, all reading and writing under one directory ``DIR``:
+
+1. Run the workflow with ``configs/unstructured.yaml``: it writes the dense model as a plain checkpoint
+   (``results/models/<model>``), the calibration windows (``results/calibration/<model>/<calib>.pt``), and the
+   project's own wanda / sparsegpt checkpoints, perplexities and prune benchmarks.
+2. In the llm-compressor venv, prune that dense checkpoint on exactly those windows (one run per method and
+   pattern; the pruned model is saved dense with its zeros, and the wall times go to ``timing.json``)::
+
+       /tmp/llmc/bin/python tools/llmcompressor_crosscheck.py prune --dense results/models/smollm2-135m \\
+           --windows results/calibration/smollm2-135m/wikitext2-n32-l512-s0.pt --method wanda --pattern 2:4 \\
+           --out DIR/wanda-2of4
+
+3. In the project's environment, score every llm-compressor checkpoint with the workflow's perplexity code
+   (same texts, window length and window count as the workflow run) and compare with the workflow's numbers:
+   per method and pattern, both perplexities, their relative difference with a paired bootstrap interval over
+   the evaluation windows, and both prune wall times::
+
+       python tools/llmcompressor_crosscheck.py score --results results --model smollm2-135m --sparsity 0.50 \\
+           --runs DIR/* --data-dir ../shared/data --out DIR/crosscheck.md
+
+Agreement targets (issue 16): within 1 % for Wanda and 3 % for SparseGPT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+TOLERANCE = {"wanda": 0.01, "sparsegpt": 0.03}
+#: workflow method name of each (method, pattern) pair run through llm-compressor
+WORKFLOW_NAME = {("wanda", "unstructured"): "wanda", ("wanda", "2:4"): "wanda-2of4",
+                 ("sparsegpt", "unstructured"): "sparsegpt", ("sparsegpt", "2:4"): "sparsegpt-2of4"}
+
+
+def prune(args: argparse.Namespace) -> None:
+    """llm-compressor one-shot on the workflow's windows; save dense with zeros; record wall times."""
+    import torch
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    windows = torch.load(args.windows, weights_only=False)["input_ids"]
+    ds = Dataset.from_dict({"input_ids": windows.tolist(), "attention_mask": torch.ones_like(windows).tolist()})
+    model = AutoModelForCausalLM.from_pretrained(args.dense, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(args.dense)
+    structure = "0:0" if args.pattern == "unstructured" else args.pattern
+    modifier = {"wanda": WandaPruningModifier, "sparsegpt": SparseGPTModifier}[args.method]
+    # the LM head stays dense, as in the workflow; 0.14 matches it as "lm_head.", so a bare "lm_head" misses it
+    recipe = [modifier(sparsity=args.sparsity, mask_structure=structure, ignore=["re:.*lm_head"])]
+    t1 = time.perf_counter()
+    oneshot(model=model, processor=tok, dataset=ds, recipe=recipe, num_calibration_samples=len(windows),
+            max_seq_length=windows.shape[1], shuffle_calibration_samples=False, pipeline="sequential")
+    t2 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, save_compressed=False)
+    tok.save_pretrained(out)
+    t3 = time.perf_counter()
+    from importlib.metadata import version
+
+    (out / "timing.json").write_text(json.dumps({
+        "method": args.method, "pattern": args.pattern, "sparsity": args.sparsity, "windows": list(windows.shape),
+        "threads": args.threads, "oneshot_s": t2 - t1, "total_s": t3 - t0,
+        "versions": {p: version(p) for p in ("llmcompressor", "compressed-tensors", "transformers", "torch")},
+        "python": platform.python_version(),
+    }, indent=2) + "\n")
+    print(json.dumps({"out": str(out), "oneshot_s": round(t2 - t1, 1), "total_s": round(t3 - t0, 1)}))
+
+
+def score(args: argparse.Namespace) -> None:
+    """Workflow perplexity of each llm-compressor checkpoint next to the workflow's own numbers."""
+    import torch
+
+    from fangprune.checkpoint import load_pruned
+    from fangprune.data import evaluation_text, protocol_windows
+    from fangprune.evaluation import perplexity
+    from fangprune.io import read_json
+    from fangprune.models import block_zero_frac, load_tokenizer
+    from fangprune.stats import paired_bootstrap, sample
+
+    torch.set_num_threads(args.threads)
+    res = Path(args.results)
+    rows = []
+    texts = {}
+    for run in sorted(Path(r) for r in args.runs):
+        timing = read_json(run / "timing.json")
+        name = WORKFLOW_NAME[(timing["method"], timing["pattern"])]
+        model = load_pruned(run).eval()
+        tok = load_tokenizer(run)
+        bench = res.parent / "benchmarks" / "prune" / args.model / name / f"sp{args.sparsity}.tsv"
+        ours_prune = read_json(res / "pruned" / args.model / name / f"sp{args.sparsity}" / "pruning.json")
+        row = {"method": timing["method"], "pattern": timing["pattern"], "workflow_method": name,
+               "llmc_zero_frac": block_zero_frac(model),
+               "llmc_oneshot_s": timing["oneshot_s"], "llmc_total_s": timing["total_s"],
+               "ours_prune_s": ours_prune["resources"]["wall_s"],
+               "ours_job_s": float(bench.read_text().splitlines()[1].split("\t")[0]) if bench.exists() else None}
+        for dataset in args.datasets:
+            ours = read_json(res / "eval" / "ppl" / dataset / args.model / name / f"sp{args.sparsity}.json")
+            if dataset not in texts:
+                texts[dataset] = evaluation_text(dataset, args.data_dir)
+            ids = tok(texts[dataset].text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+            theirs = perplexity(model, ids, ours["seqlen"], torch.device("cpu"),
+                                protocol_windows(dataset, ours["windows"]), 1)
+            a, b = sample("ppl", ours["window_nll"]), sample("ppl", theirs["window_nll"])
+            d = paired_bootstrap(a, b)
+            row[dataset] = {"ours": ours["ppl"], "llmc": theirs["ppl"], "rel": ours["ppl"] / theirs["ppl"] - 1,
+                            "rel_ci": [d["ci_low"] / theirs["ppl"], d["ci_high"] / theirs["ppl"]],
+                            "windows": theirs["windows"]}
+        rows.append(row)
+        print(json.dumps(row))
+    lines = ["| method | pattern | dataset | ours PPL | llm-compressor PPL | ours / theirs - 1 [95 % paired CI] | "
+             "within target | prune s: ours (step / job) | llm-compressor (oneshot / total) |",
+             "|---|---|---|---:|---:|---:|---|---:|---:|"]
+    for row in rows:
+        for dataset in args.datasets:
+            c = row[dataset]
+            ok = abs(c["rel"]) <= TOLERANCE[row["method"]]
+            job = f"{row['ours_job_s']:.0f}" if row["ours_job_s"] is not None else "-"
+            lines.append(
+                f"| {row['method']} | {row['pattern']} | {dataset} | {c['ours']:.2f} | {c['llmc']:.2f} | "
+                f"{100 * c['rel']:+.2f} % [{100 * c['rel_ci'][0]:+.2f}, {100 * c['rel_ci'][1]:+.2f}] | "
+                f"{'yes' if ok else 'NO'} (±{100 * TOLERANCE[row['method']]:.0f} %) | "
+                f"{row['ours_prune_s']:.0f} / {job} | {row['llmc_oneshot_s']:.0f} / {row['llmc_total_s']:.0f} |")
+    n = {d: rows[0][d]["windows"] for d in args.datasets} if rows else {}
+    lines += ["", f"Perplexity windows per dataset: {n} (the workflow's evaluation windows, paired per window). "
+              "Prune times: ours = the prune step (load, calibration, pruning) / the whole job (with the save); "
+              "llm-compressor = oneshot() / load + oneshot + save, same machine, same threads."]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    (Path(args.out).with_suffix(".json")).write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prune", help="llm-compressor one-shot (run in its own venv)")
+    p.add_argument("--dense", required=True)
+    p.add_argument("--windows", required=True)
+    p.add_argument("--method", choices=["wanda", "sparsegpt"], required=True)
+    p.add_argument("--pattern", choices=["unstructured", "2:4"], required=True)
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    s = sub.add_parser("score", help="workflow perplexity of llm-compressor checkpoints (project env)")
+    s.add_argument("--results", default="results")
+    s.add_argument("--model", default="smollm2-135m")
+    s.add_argument("--sparsity", default="0.50")
+    s.add_argument("--runs", nargs="+", required=True)
+    s.add_argument("--datasets", nargs="+", default=["wikitext2", "ptb"])
+    s.add_argument("--data-dir", default=None)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True)
+    args = ap.parse_args()
+    {"prune": prune, "score": score}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
