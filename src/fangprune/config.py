@@ -239,6 +239,8 @@ def load_config(path: str | os.PathLike, *, check_sources: bool = True) -> dict:
 
 #: Decoder architectures whose layers fangprune reaches by role (attention q/k/v/o, MLP gate/up/down, norms).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
+#: Multimodal model_type -> the model_type of the text decoder its config nests (pruned alone; nested_text.py).
+NESTED_TEXT = {"gemma3": "gemma3_text"}
 
 
 def _local_model_type(src: dict) -> str | None:
@@ -250,7 +252,8 @@ def _local_model_type(src: dict) -> str | None:
         return None
     import json
 
-    return json.loads(cfg.read_text()).get("model_type")
+    mtype = json.loads(cfg.read_text()).get("model_type")
+    return NESTED_TEXT.get(mtype, mtype)  # a multimodal checkpoint is pruned as its nested text model
 
 
 #: Tiny random models for tests and CI: name -> (architecture, config overrides of testing.tiny_config).

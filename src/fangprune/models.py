@@ -7,6 +7,7 @@ gated MLP (gate, up, down). Pruning removes attention heads (rows of q/k/v, colu
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import SUPPORTED_MODEL_TYPES, resolve_source
+from .config import NESTED_TEXT, SUPPORTED_MODEL_TYPES, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,13 @@ def load_tokenizer(source: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
     src = resolve_source(source)
+    nested = _nested_text_dir(src, revision)
+    if nested is not None:  # a multimodal checkpoint: its text decoder only
+        from .nested_text import load_text_model
+
+        model = load_text_model(nested, DTYPES[dtype])
+        check_supported(model)
+        return model
     kwargs = {"gguf_file": src["gguf_file"]} if src["gguf_file"] else {}
     return AutoTokenizer.from_pretrained(src["path"], revision=revision, **kwargs)
 
@@ -87,6 +95,13 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     src = resolve_source(source)
+    nested = _nested_text_dir(src, revision)
+    if nested is not None:  # a multimodal checkpoint: its text decoder only
+        from .nested_text import load_text_model
+
+        model = load_text_model(nested, DTYPES[dtype])
+        check_supported(model)
+        return model
     kwargs = {"gguf_file": src["gguf_file"]} if src["gguf_file"] else {}
     if src["kind"] == "dir" and _supports_disable_mmap():
         kwargs["disable_mmap"] = True
@@ -103,6 +118,24 @@ def load_model(
     model.eval()
     check_supported(model)
     return model
+
+
+def _nested_text_dir(src: dict, revision: str | None) -> Path | None:
+    """Local directory of a multimodal checkpoint whose config nests the text model (hub ids are downloaded
+    first, weights and configs only), or None for any other source."""
+    if src["kind"] not in ("dir", "hub"):
+        return None
+    if src["kind"] == "dir":
+        cfg = json.loads((Path(src["path"]) / "config.json").read_text())
+        return Path(src["path"]) if cfg.get("model_type") in NESTED_TEXT else None
+    from transformers import AutoConfig
+
+    if AutoConfig.from_pretrained(src["path"], revision=revision).model_type not in NESTED_TEXT:
+        return None
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(src["path"], revision=revision,
+                                  allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja"]))
 
 
 #: Families trained with a BOS token at the start of every sequence: windows begin with BOS for them.
