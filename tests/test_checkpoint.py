@@ -60,6 +60,8 @@ def test_reload_in_fresh_process_gives_identical_logits(tmp_path, arch, heads, k
     if params.get("head_unit") == "query_head":
         assert all((roles(layer).num_heads, roles(layer).num_kv_heads) == (2, 2) for layer in decoder_layers(model))
     assert count_params(model) < dense_params
+    if heads == kv:  # multi-head attention stays multi-head (whole KV groups are single heads)
+        assert all(roles(layer).num_heads == roles(layer).num_kv_heads for layer in decoder_layers(model))
     ids = random_windows(2, 24, seed=1)
     expected = _logits(model, ids)
     save_pruned(model, None, tmp_path / "ckpt", {"method": method})
