@@ -100,7 +100,7 @@ def score(args: argparse.Namespace) -> None:
         timing = read_json(run / "timing.json")
         name = WORKFLOW_NAME[(timing["method"], timing["pattern"])]
         model = load_pruned(run).eval()
-        tok = load_tokenizer(run)
+        tok = load_tokenizer(str(run))
         bench = res.parent / "benchmarks" / "prune" / args.model / name / f"sp{args.sparsity}.tsv"
         ours_prune = read_json(res / "pruned" / args.model / name / f"sp{args.sparsity}" / "pruning.json")
         row = {"method": timing["method"], "pattern": timing["pattern"], "workflow_method": name,
