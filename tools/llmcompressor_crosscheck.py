@@ -5,7 +5,7 @@ llmcompressor 0.14 pins transformers 5.15-5.17 and compressed-tensors 0.19, so i
     python -m venv /tmp/llmc
     /tmp/llmc/bin/pip install torch==2.13.0 llmcompressor==0.14.0.1
 
-Three steps, all reading and writing under one directory ``DIR``:
+Steps, reading and writing under one directory ``DIR`` (and ``OURS``):
 
 1. Run the workflow with ``configs/unstructured.yaml``: it writes the dense model as a plain checkpoint
    (``results/models/<model>``), the calibration windows (``results/calibration/<model>/<calib>.pt``), and the
@@ -17,13 +17,20 @@ Three steps, all reading and writing under one directory ``DIR``:
            --windows results/calibration/smollm2-135m/wikitext2-n32-l512-s0.pt --method wanda --pattern 2:4 \\
            --out DIR/wanda-2of4
 
-3. In the project's environment, score every llm-compressor checkpoint with the workflow's perplexity code
+3. Optionally, time the workflow's own prune the same way (a library call without the workflow's held-out
+   diagnostics), run side by side like the others::
+
+       python tools/llmcompressor_crosscheck.py ours --dense results/models/smollm2-135m \
+           --windows results/calibration/smollm2-135m/wikitext2-n32-l512-s0.pt --method wanda --pattern 2:4 \
+           --out OURS/wanda-2of4
+
+4. In the project's environment, score every llm-compressor checkpoint with the workflow's perplexity code
    (same texts, window length and window count as the workflow run) and compare with the workflow's numbers:
    per method and pattern, both perplexities, their relative difference with a paired bootstrap interval over
    the evaluation windows, and both prune wall times::
 
        python tools/llmcompressor_crosscheck.py score --results results --model smollm2-135m --sparsity 0.50 \\
-           --runs DIR/* --data-dir ../shared/data --out DIR/crosscheck.md
+           --runs DIR/* --ours-runs OURS/* --data-dir ../shared/data --out DIR/crosscheck.md
 
 Agreement targets (issue 16): within 1 % for Wanda and 3 % for SparseGPT.
 """
@@ -81,6 +88,31 @@ def prune(args: argparse.Namespace) -> None:
     print(json.dumps({"out": str(out), "oneshot_s": round(t2 - t1, 1), "total_s": round(t3 - t0, 1)}))
 
 
+def ours(args: argparse.Namespace) -> None:
+    """The workflow's own prune of one method, timed like ``prune`` (library call, no held-out diagnostics)."""
+    t0 = time.perf_counter()
+    import torch
+
+    from fangprune.checkpoint import save_pruned
+    from fangprune.methods.registry import resolve_method
+    from fangprune.models import load_model, load_tokenizer
+    from fangprune.pruning import prune_model
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.dense)
+    windows = torch.load(args.windows, weights_only=False)["input_ids"]
+    params = resolve_method(args.method, {"sparsity_type": args.pattern})
+    t1 = time.perf_counter()
+    prune_model(model, windows, params, [args.sparsity] * model.config.num_hidden_layers, torch.device("cpu"))
+    t2 = time.perf_counter()
+    save_pruned(model, load_tokenizer(args.dense), args.out, {"params": params}, structured=False)
+    t3 = time.perf_counter()
+    timing = {"method": args.method, "pattern": args.pattern, "sparsity": args.sparsity, "threads": args.threads,
+              "prune_s": t2 - t1, "total_s": t3 - t0}
+    (Path(args.out) / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    print(json.dumps(timing))
+
+
 def score(args: argparse.Namespace) -> None:
     """Workflow perplexity of each llm-compressor checkpoint next to the workflow's own numbers."""
     import torch
@@ -94,6 +126,10 @@ def score(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     res = Path(args.results)
+    ours_t = {}
+    for r in args.ours_runs:
+        t = read_json(Path(r) / "timing.json")
+        ours_t[(t["method"], t["pattern"])] = t
     rows = []
     texts = {}
     for run in sorted(Path(r) for r in args.runs):
@@ -107,14 +143,24 @@ def score(args: argparse.Namespace) -> None:
                "llmc_zero_frac": block_zero_frac(model),
                "llmc_oneshot_s": timing["oneshot_s"], "llmc_total_s": timing["total_s"],
                "ours_prune_s": ours_prune["resources"]["wall_s"],
-               "ours_job_s": float(bench.read_text().splitlines()[1].split("\t")[0]) if bench.exists() else None}
+               "ours_job_s": float(bench.read_text().splitlines()[1].split("\t")[0]) if bench.exists() else None,
+               "ours_nodiag": ours_t.get((timing["method"], timing["pattern"]))}
         for dataset in args.datasets:
+            cache = run / f"ppl_{dataset}.json"  # llm-compressor's perplexity, computed once per checkpoint
+            if cache.exists():
+                theirs = read_json(cache)
+            else:
+                if dataset not in texts:
+                    texts[dataset] = evaluation_text(dataset, args.data_dir)
+                ids = tok(texts[dataset].text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+                theirs = perplexity(model, ids, args.seqlen, torch.device("cpu"),
+                                    protocol_windows(dataset, args.max_windows), 1)
+                theirs["seqlen"] = args.seqlen
+                cache.write_text(json.dumps(theirs) + "\n")
             ours = read_json(res / "eval" / "ppl" / dataset / args.model / name / f"sp{args.sparsity}.json")
-            if dataset not in texts:
-                texts[dataset] = evaluation_text(dataset, args.data_dir)
-            ids = tok(texts[dataset].text, return_tensors="pt", add_special_tokens=False).input_ids[0]
-            theirs = perplexity(model, ids, ours["seqlen"], torch.device("cpu"),
-                                protocol_windows(dataset, ours["windows"]), 1)
+            if (ours["seqlen"], ours["windows"]) != (theirs["seqlen"], theirs["windows"]):
+                raise SystemExit(f"{run}: {dataset} windows differ from the workflow's "
+                                 f"({theirs['seqlen']} x {theirs['windows']} vs {ours['seqlen']} x {ours['windows']})")
             a, b = sample("ppl", ours["window_nll"]), sample("ppl", theirs["window_nll"])
             d = paired_bootstrap(a, b)
             row[dataset] = {"ours": ours["ppl"], "llmc": theirs["ppl"], "rel": ours["ppl"] / theirs["ppl"] - 1,
@@ -123,22 +169,27 @@ def score(args: argparse.Namespace) -> None:
         rows.append(row)
         print(json.dumps(row))
     lines = ["| method | pattern | dataset | ours PPL | llm-compressor PPL | ours / theirs - 1 [95 % paired CI] | "
-             "within target | prune s: ours (step / job) | llm-compressor (oneshot / total) |",
-             "|---|---|---|---:|---:|---:|---|---:|---:|"]
+             "within target | prune s: ours, workflow (step / job) | ours, no diagnostics (prune / total) | "
+             "llm-compressor (oneshot / total) |",
+             "|---|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for row in rows:
         for dataset in args.datasets:
             c = row[dataset]
             ok = abs(c["rel"]) <= TOLERANCE[row["method"]]
             job = f"{row['ours_job_s']:.0f}" if row["ours_job_s"] is not None else "-"
+            nd = row["ours_nodiag"]
+            nodiag = f"{nd['prune_s']:.0f} / {nd['total_s']:.0f}" if nd else "-"
             lines.append(
                 f"| {row['method']} | {row['pattern']} | {dataset} | {c['ours']:.2f} | {c['llmc']:.2f} | "
                 f"{100 * c['rel']:+.2f} % [{100 * c['rel_ci'][0]:+.2f}, {100 * c['rel_ci'][1]:+.2f}] | "
                 f"{'yes' if ok else 'NO'} (±{100 * TOLERANCE[row['method']]:.0f} %) | "
-                f"{row['ours_prune_s']:.0f} / {job} | {row['llmc_oneshot_s']:.0f} / {row['llmc_total_s']:.0f} |")
+                f"{row['ours_prune_s']:.0f} / {job} | {nodiag} | {row['llmc_oneshot_s']:.0f} / {row['llmc_total_s']:.0f} |")
     n = {d: rows[0][d]["windows"] for d in args.datasets} if rows else {}
     lines += ["", f"Perplexity windows per dataset: {n} (the workflow's evaluation windows, paired per window). "
-              "Prune times: ours = the prune step (load, calibration, pruning) / the whole job (with the save); "
-              "llm-compressor = oneshot() / load + oneshot + save, same machine, same threads."]
+              "Prune times (s, 1 thread, two jobs side by side on 2 cores): ours, workflow = the prune step (load, "
+              "calibration, pruning, held-out diagnostics on 8 windows) / the whole job (with the save); ours, no "
+              "diagnostics = prune_model() / load + prune + save ('ours' subcommand); llm-compressor = oneshot() / "
+              "load + oneshot + save."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     (Path(args.out).with_suffix(".json")).write_text(json.dumps(rows, indent=2, default=float) + "\n")
     print("\n".join(lines))
@@ -155,6 +206,13 @@ def main() -> None:
     p.add_argument("--sparsity", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
+    o = sub.add_parser("ours", help="the workflow's prune of one method, timed the same way (project env)")
+    for a in ("--dense", "--windows", "--out"):
+        o.add_argument(a, required=True)
+    o.add_argument("--method", choices=["wanda", "sparsegpt"], required=True)
+    o.add_argument("--pattern", choices=["unstructured", "2:4"], required=True)
+    o.add_argument("--sparsity", type=float, default=0.5)
+    o.add_argument("--threads", type=int, default=1)
     s = sub.add_parser("score", help="workflow perplexity of llm-compressor checkpoints (project env)")
     s.add_argument("--results", default="results")
     s.add_argument("--model", default="smollm2-135m")
@@ -162,10 +220,13 @@ def main() -> None:
     s.add_argument("--runs", nargs="+", required=True)
     s.add_argument("--datasets", nargs="+", default=["wikitext2", "ptb"])
     s.add_argument("--data-dir", default=None)
+    s.add_argument("--seqlen", type=int, default=512, help="the workflow's evaluation.seqlen")
+    s.add_argument("--max-windows", type=int, default=32, help="the workflow's evaluation.max_windows")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--ours-runs", nargs="*", default=[], help="directories written by 'ours' (timings)")
     s.add_argument("--out", required=True)
     args = ap.parse_args()
-    {"prune": prune, "score": score}[args.cmd](args)
+    {"prune": prune, "ours": ours, "score": score}[args.cmd](args)
 
 
 if __name__ == "__main__":
