@@ -112,11 +112,11 @@ def test_assembled_package_source_and_its_errors(tmp_path, monkeypatch):
         resolve_source("pkg:no_such_model_pkg")
 
 
-def test_a_multimodal_gemma3_checkpoint_loads_as_its_nested_text_model(tmp_path):
+def test_a_multimodal_gemma3_checkpoint_loads_as_its_nested_text_model(tmp_path, tokenizer):
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     from fangprune.config import validate_config
-    from fangprune.models import load_model
+    from fangprune.models import load_model, load_tokenizer
     from fangprune.testing import tiny_config
 
     text = tiny_config("gemma3_text", vocab_size=300).to_dict()
@@ -125,6 +125,8 @@ def test_a_multimodal_gemma3_checkpoint_loads_as_its_nested_text_model(tmp_path)
     torch.manual_seed(0)
     mm = Gemma3ForConditionalGeneration(Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4))
     mm.eval().save_pretrained(tmp_path / "mm")
+    tokenizer.save_pretrained(tmp_path / "mm")
+    assert len(load_tokenizer(str(tmp_path / "mm"))) == len(tokenizer)  # the tokenizer loads as it is
     model = load_model(str(tmp_path / "mm"))
     assert model.config.model_type == "gemma3_text" and type(model).__name__ == "Gemma3ForCausalLM"
     assert not any("vision" in k for k in model.state_dict())

@@ -49,13 +49,6 @@ def load_tokenizer(source: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
     src = resolve_source(source)
-    nested = _nested_text_dir(src, revision)
-    if nested is not None:  # a multimodal checkpoint: its text decoder only
-        from .nested_text import load_text_model
-
-        model = load_text_model(nested, DTYPES[dtype])
-        check_supported(model)
-        return model
     kwargs = {"gguf_file": src["gguf_file"]} if src["gguf_file"] else {}
     return AutoTokenizer.from_pretrained(src["path"], revision=revision, **kwargs)
 
