@@ -102,12 +102,17 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
     return n, m
 
 
+def active_permutation_scope(params: dict) -> str | None:
+    """Where RIA's column permutations act (``permutation_scope``: "mlp" / "all"), None when neither
+    ``reallocation`` nor ``lsa`` is on."""
+    return params.get("permutation_scope") if params.get("lsa") or params.get("reallocation") else None
+
+
 def stored_pattern(params: dict) -> str:
     """The pattern the stored weights follow: the ``sparsity_type``, marked ``" permuted"`` where RIA's
     permutations chose every projection's N:M groups in its own column order (``permutation_scope: all``)."""
     pattern = params.get("sparsity_type", "unstructured")
-    permuted = (params.get("lsa") or params.get("reallocation")) and params.get("permutation_scope") == "all"
-    return f"{pattern} permuted" if permuted else pattern
+    return f"{pattern} permuted" if active_permutation_scope(params) == "all" else pattern
 
 
 def row_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:

@@ -19,6 +19,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from .selection import active_permutation_scope
 from .zeroshot.tasks import COMMONSENSE, DISPLAY
 
 COLUMNS = ["model", "method", "sparsity", "metric", "value", "n", "stderr", "ci_low", "ci_high", "reference"]
@@ -308,7 +309,7 @@ def unstructured_label(params: dict) -> str:
         label += " + reallocation"
     if params.get("lsa"):
         label += " + lsa"
-    if (params.get("reallocation") or params.get("lsa")) and params.get("permutation_scope") == "all":
+    if active_permutation_scope(params) == "all":
         label += " (permuted, all projections)"
     if params.get("low_rank"):
         label += f" + low-rank {params['low_rank']['rank_ratio']:g}"

@@ -18,7 +18,7 @@ import torch
 
 from ..models import LayerRoles
 from ..obs import dampened_inverse, sparsegpt_prune
-from ..selection import parse_pattern
+from ..selection import active_permutation_scope, parse_pattern
 from .registry import Method, ParamError, register
 from .unstructured_base import (
     INPUT_OF,
@@ -85,7 +85,7 @@ class SparseGPTPruner(UnstructuredPruner):
 
 def check_sparsegpt(params: dict) -> None:
     check_unstructured(params)
-    if (params["lsa"] or params["reallocation"]) and params["permutation_scope"] == "all":
+    if active_permutation_scope(params) == "all":
         raise ParamError("permutation_scope", "sparsegpt chooses its N:M groups inside the OBS sweep in stored "
                          "column order; use permutation_scope: mlp")
 

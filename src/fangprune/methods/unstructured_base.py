@@ -31,7 +31,14 @@ import torch
 from ..models import LayerRoles
 from ..obs import HessianAccumulator, sparsegpt_prune
 from ..remote.modeling_fangprune import LowRankLinear
-from ..selection import lsa_permutation, parse_pattern, prune_mask, reallocation_permutation, stored_pattern
+from ..selection import (
+    active_permutation_scope,
+    lsa_permutation,
+    parse_pattern,
+    prune_mask,
+    reallocation_permutation,
+    stored_pattern,
+)
 from .registry import ParamError
 
 INPUT_OF = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o", "gate": "mlp_in", "up": "mlp_in", "down": "down"}
@@ -128,8 +135,7 @@ class UnstructuredPruner:
         raise NotImplementedError
 
     def permutes(self, scope: str) -> bool:
-        p = self.params
-        return (p["lsa"] or p["reallocation"]) and p["permutation_scope"] == scope
+        return active_permutation_scope(self.params) == scope
 
     def permutation(self, scores: torch.Tensor) -> torch.Tensor:
         """The column order RIA's reallocation and/or LSA choose for ``scores`` (on the CPU)."""
