@@ -9,14 +9,22 @@ from conftest import random_windows, tiny_model
 
 from fangprune.checkpoint import SPARSITY_KEY, save_pruned
 from fangprune.methods.registry import resolve_method
-from fangprune.methods.unstructured import clearcut_score, ria_score, wanda_score
+from fangprune.methods.unstructured import WandaPruner, clearcut_score, ria_score, wanda_score
 from fangprune.obs import sparsegpt_prune
 from fangprune.pruning import prune_model
-from fangprune.selection import kept_score, lsa_permutation, nm_mask, prune_mask, reallocation_permutation, row_mask
+from fangprune.selection import (
+    kept_score,
+    lsa_permutation,
+    nm_mask,
+    prune_mask,
+    reallocation_permutation,
+    row_mask,
+    slot_gain,
+)
 
 CPU = torch.device("cpu")
 W23 = torch.tensor([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]])
-XNORM = torch.tensor([1.0, 4.0, 9.0])
+XNORM = torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64)
 
 
 def test_scores_on_a_2x3_example_by_hand():
@@ -35,6 +43,37 @@ def test_nm_masks_have_exactly_n_zeros_in_every_group_and_row_masks_hit_the_rati
         mask = nm_mask(scores, n, m)
         assert (mask.reshape(8, 16 // m, m).sum(-1) == n).all()
     assert (row_mask(scores, 0.5).sum(1) == 8).all() and (prune_mask(scores, "unstructured", 0.25).sum(1) == 4).all()
+
+
+def test_nm_selection_by_topk_or_stable_sort():
+    scores = torch.rand(8, 16, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(nm_mask(scores, 2, 4, select="topk"), nm_mask(scores, 2, 4))  # distinct scores: same mask
+    tied = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    assert nm_mask(tied, 2, 4).tolist() == [[True, True, False, False]]  # stable sort: ties to the lower columns
+    assert int(nm_mask(tied, 2, 4, select="topk").sum()) == 2
+
+
+def test_reference_numerics_keep_the_fp32_running_mean_per_window():
+    ref, exact = WandaPruner(resolve_method("wanda", {"numerics": "reference"}), 0), WandaPruner(resolve_method("wanda", {}), 0)
+    for x in (torch.tensor([[[1.0, 2.0]]]), torch.tensor([[[3.0, 0.0]]])):
+        ref.observe("attn_in", x)
+        exact.observe("attn_in", x)
+    # ||x_j||^2 per window: [1, 4] then [9, 0]; running mean over 2 windows [5, 2], exact sums [10, 4]
+    assert ref.sq["attn_in"].dtype == torch.float32 and ref.sq["attn_in"].tolist() == [5.0, 2.0]
+    assert exact.sq["attn_in"].dtype == torch.float64 and exact.sq["attn_in"].tolist() == [10.0, 4.0]
+    W = torch.tensor([[1.0, 1.0]])
+    assert ref.score("q", W).dtype == torch.float32 and exact.score("q", W).dtype == torch.float64
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_reference_and_exact_numerics_agree_away_from_fp32_ties(pattern):
+    masks = []
+    for numerics in ("exact", "reference"):
+        model = tiny_model()
+        prune_model(model, random_windows(4, 32), resolve_method("wanda", {"sparsity_type": pattern, "numerics": numerics}),
+                    [0.5] * 3, CPU)
+        masks.append([lin.weight == 0 for lin in (model.model.layers[0].self_attn.q_proj, model.model.layers[2].mlp.down_proj)])
+    assert all(torch.equal(a, b) for a, b in zip(*masks))
 
 
 @pytest.mark.parametrize("algo", ["magnitude", "wanda", "sparsegpt", "ria", "clearcut"])
@@ -68,6 +107,19 @@ def test_sparsegpt_reconstructs_better_than_magnitude():
     # reconstruction after a fixed mask never hurts that mask
     fixed, _ = sparsegpt_prune(W, H, 0.5, mask=magnitude == 0)
     assert torch.equal(fixed == 0, magnitude == 0) and err(fixed) < err(magnitude)
+
+
+@pytest.mark.parametrize("n, m", [(1, 4), (2, 4), (3, 4), (4, 8)])
+def test_lsa_slot_gain_equals_the_kept_score_of_every_candidate_in_every_group(n, m):
+    S = torch.rand(5, 6 * m, generator=torch.Generator().manual_seed(n + m), dtype=torch.float64)
+    slots = torch.randperm(6 * m, generator=torch.Generator().manual_seed(1)).reshape(6, m)
+    pos = 1
+    gain = slot_gain(S, slots, pos, n)
+    for c in range(6):
+        for g in range(6):
+            cols = slots[g].clone()
+            cols[pos] = slots[c, pos]
+            assert gain[c, g] == pytest.approx(kept_score(S[:, cols], n, m))
 
 
 def test_lsa_never_lowers_the_kept_score():

@@ -32,6 +32,11 @@ Steps, reading and writing under one directory ``DIR`` (and ``OURS``):
        python tools/llmcompressor_crosscheck.py score --results results --model smollm2-135m --sparsity 0.50 \\
            --runs DIR/* --ours-runs OURS/* --data-dir ../shared/data --out DIR/crosscheck.md
 
+5. To compare the project's ``ours`` checkpoints instead of the workflow run (e.g. ``--numerics reference`` or
+   another ``--batch-size``), add ``--ours-checkpoints``: they are scored with the same code and windows.
+6. ``masks A B`` lists, per decoder linear in layer order, the positions where two checkpoints' zeros differ
+   (the first differing linear shows where two prunes part).
+
 Agreement targets (issue 16): within 1 % for Wanda and 3 % for SparseGPT.
 """
 
@@ -101,20 +106,23 @@ def ours(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args.dense)
     windows = torch.load(args.windows, weights_only=False)["input_ids"]
-    params = resolve_method(args.method, {"sparsity_type": args.pattern})
+    params = resolve_method(args.method, {"sparsity_type": args.pattern, "numerics": args.numerics})
     t1 = time.perf_counter()
-    prune_model(model, windows, params, [args.sparsity] * model.config.num_hidden_layers, torch.device("cpu"))
+    prune_model(model, windows, params, [args.sparsity] * model.config.num_hidden_layers, torch.device("cpu"),
+                batch_size=args.batch_size)
     t2 = time.perf_counter()
     save_pruned(model, load_tokenizer(args.dense), args.out, {"params": params}, structured=False)
     t3 = time.perf_counter()
     timing = {"method": args.method, "pattern": args.pattern, "sparsity": args.sparsity, "threads": args.threads,
+              "numerics": args.numerics, "batch_size": args.batch_size,
               "prune_s": t2 - t1, "total_s": t3 - t0}
     (Path(args.out) / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     print(json.dumps(timing))
 
 
 def score(args: argparse.Namespace) -> None:
-    """Workflow perplexity of each llm-compressor checkpoint next to the workflow's own numbers."""
+    """Workflow perplexity of each llm-compressor checkpoint next to the project's: the workflow run's numbers,
+    or (``--ours-checkpoints``) the checkpoints the ``ours`` subcommand wrote, scored the same way."""
     import torch
 
     from fangprune.checkpoint import load_pruned
@@ -129,35 +137,45 @@ def score(args: argparse.Namespace) -> None:
     ours_t = {}
     for r in args.ours_runs:
         t = read_json(Path(r) / "timing.json")
-        ours_t[(t["method"], t["pattern"])] = t
-    rows = []
+        ours_t[(t["method"], t["pattern"])] = (Path(r), t)
     texts = {}
+
+    def checkpoint_ppl(run: Path, dataset: str) -> dict:
+        cache = run / f"ppl_{dataset}.json"  # computed once per checkpoint
+        if cache.exists():
+            return read_json(cache)
+        if dataset not in texts:
+            texts[dataset] = evaluation_text(dataset, args.data_dir)
+        ids = load_tokenizer(str(run))(texts[dataset].text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+        out = perplexity(load_pruned(run).eval(), ids, args.seqlen, torch.device("cpu"),
+                         protocol_windows(dataset, args.max_windows), 1)
+        out["seqlen"] = args.seqlen
+        cache.write_text(json.dumps(out) + "\n")
+        return out
+
+    rows = []
     for run in sorted(Path(r) for r in args.runs):
         timing = read_json(run / "timing.json")
-        name = WORKFLOW_NAME[(timing["method"], timing["pattern"])]
-        model = load_pruned(run).eval()
-        tok = load_tokenizer(str(run))
-        bench = res.parent / "benchmarks" / "prune" / args.model / name / f"sp{args.sparsity}.tsv"
-        ours_prune = read_json(res / "pruned" / args.model / name / f"sp{args.sparsity}" / "pruning.json")
+        key = (timing["method"], timing["pattern"])
+        name = WORKFLOW_NAME[key]
+        ours_run, ours_timing = ours_t.get(key, (None, None))
+        if args.ours_checkpoints and ours_run is None:
+            raise SystemExit(f"{run}: no --ours-runs directory for {key}")
         row = {"method": timing["method"], "pattern": timing["pattern"], "workflow_method": name,
-               "llmc_zero_frac": block_zero_frac(model),
+               "llmc_zero_frac": block_zero_frac(load_pruned(run)),
                "llmc_oneshot_s": timing["oneshot_s"], "llmc_total_s": timing["total_s"],
-               "ours_prune_s": ours_prune["resources"]["wall_s"],
-               "ours_job_s": float(bench.read_text().splitlines()[1].split("\t")[0]) if bench.exists() else None,
-               "ours_nodiag": ours_t.get((timing["method"], timing["pattern"]))}
+               "ours_nodiag": ours_timing, "ours_source": "ours checkpoints" if args.ours_checkpoints else "workflow"}
+        if not args.ours_checkpoints:
+            bench = res.parent / "benchmarks" / "prune" / args.model / name / f"sp{args.sparsity}.tsv"
+            ours_prune = read_json(res / "pruned" / args.model / name / f"sp{args.sparsity}" / "pruning.json")
+            row["ours_prune_s"] = ours_prune["resources"]["wall_s"]
+            row["ours_job_s"] = float(bench.read_text().splitlines()[1].split("\t")[0]) if bench.exists() else None
         for dataset in args.datasets:
-            cache = run / f"ppl_{dataset}.json"  # llm-compressor's perplexity, computed once per checkpoint
-            if cache.exists():
-                theirs = read_json(cache)
+            theirs = checkpoint_ppl(run, dataset)
+            if args.ours_checkpoints:
+                ours = checkpoint_ppl(ours_run, dataset)
             else:
-                if dataset not in texts:
-                    texts[dataset] = evaluation_text(dataset, args.data_dir)
-                ids = tok(texts[dataset].text, return_tensors="pt", add_special_tokens=False).input_ids[0]
-                theirs = perplexity(model, ids, args.seqlen, torch.device("cpu"),
-                                    protocol_windows(dataset, args.max_windows), 1)
-                theirs["seqlen"] = args.seqlen
-                cache.write_text(json.dumps(theirs) + "\n")
-            ours = read_json(res / "eval" / "ppl" / dataset / args.model / name / f"sp{args.sparsity}.json")
+                ours = read_json(res / "eval" / "ppl" / dataset / args.model / name / f"sp{args.sparsity}.json")
             if (ours["seqlen"], ours["windows"]) != (theirs["seqlen"], theirs["windows"]):
                 raise SystemExit(f"{run}: {dataset} windows differ from the workflow's "
                                  f"({theirs['seqlen']} x {theirs['windows']} vs {ours['seqlen']} x {ours['windows']})")
@@ -165,25 +183,29 @@ def score(args: argparse.Namespace) -> None:
             d = paired_bootstrap(a, b)
             row[dataset] = {"ours": ours["ppl"], "llmc": theirs["ppl"], "rel": ours["ppl"] / theirs["ppl"] - 1,
                             "rel_ci": [d["ci_low"] / theirs["ppl"], d["ci_high"] / theirs["ppl"]],
-                            "windows": theirs["windows"]}
+                            "windows": theirs["windows"],
+                            "windows_equal": sum(x == y for x, y in zip(ours["window_nll"], theirs["window_nll"]))}
         rows.append(row)
         print(json.dumps(row))
     lines = ["| method | pattern | dataset | ours PPL | llm-compressor PPL | ours / theirs - 1 [95 % paired CI] | "
-             "within target | prune s: ours, workflow (step / job) | ours, no diagnostics (prune / total) | "
-             "llm-compressor (oneshot / total) |",
-             "|---|---|---|---:|---:|---:|---|---:|---:|---:|"]
+             "windows with equal NLL | within target | prune s: ours, workflow (step / job) | "
+             "ours, no diagnostics (prune / total) | llm-compressor (oneshot / total) |",
+             "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for row in rows:
         for dataset in args.datasets:
             c = row[dataset]
             ok = abs(c["rel"]) <= TOLERANCE[row["method"]]
-            job = f"{row['ours_job_s']:.0f}" if row["ours_job_s"] is not None else "-"
+            step = f"{row['ours_prune_s']:.0f}" if row.get("ours_prune_s") is not None else "-"
+            job = f"{row['ours_job_s']:.0f}" if row.get("ours_job_s") is not None else "-"
             nd = row["ours_nodiag"]
             nodiag = f"{nd['prune_s']:.0f} / {nd['total_s']:.0f}" if nd else "-"
+            method = row["method"] + (f" ({nd['numerics']})" if nd and "numerics" in nd else "")
             lines.append(
-                f"| {row['method']} | {row['pattern']} | {dataset} | {c['ours']:.2f} | {c['llmc']:.2f} | "
+                f"| {method} | {row['pattern']} | {dataset} | {c['ours']:.2f} | {c['llmc']:.2f} | "
                 f"{100 * c['rel']:+.2f} % [{100 * c['rel_ci'][0]:+.2f}, {100 * c['rel_ci'][1]:+.2f}] | "
+                f"{c['windows_equal']} / {c['windows']} | "
                 f"{'yes' if ok else 'NO'} (±{100 * TOLERANCE[row['method']]:.0f} %) | "
-                f"{row['ours_prune_s']:.0f} / {job} | {nodiag} | {row['llmc_oneshot_s']:.0f} / {row['llmc_total_s']:.0f} |")
+                f"{step} / {job} | {nodiag} | {row['llmc_oneshot_s']:.0f} / {row['llmc_total_s']:.0f} |")
     n = {d: rows[0][d]["windows"] for d in args.datasets} if rows else {}
     lines += ["", f"Perplexity windows per dataset: {n} (the workflow's evaluation windows, paired per window). "
               "Prune times (s, 1 thread, two jobs side by side on 2 cores): ours, workflow = the prune step (load, "
@@ -195,24 +217,59 @@ def score(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def masks(args: argparse.Namespace) -> None:
+    """Positions where the zeros of two pruned checkpoints differ, per decoder linear, in layer order."""
+    from safetensors.torch import load_file
+
+    def weights(d):
+        out = {}
+        for f in sorted(Path(d).glob("*.safetensors")):
+            out.update({k: v for k, v in load_file(f).items() if ".layers." in k and k.endswith("proj.weight")})
+        return out
+
+    wa, wb = weights(args.a), weights(args.b)
+    if wa.keys() != wb.keys():
+        raise SystemExit(f"the checkpoints hold different linears: {sorted(wa.keys() ^ wb.keys())[:5]}")
+
+    def layer_key(k):
+        return int(k.split(".layers.")[1].split(".")[0]), k
+
+    rows, total, diff = [], 0, 0
+    for k in sorted(wa, key=layer_key):
+        za, zb = wa[k] == 0, wb[k] == 0
+        n = int((za != zb).sum())
+        rows.append({"linear": k, "differ": n, "numel": za.numel(), "max_abs_diff": float((wa[k] - wb[k]).abs().max())})
+        total, diff = total + za.numel(), diff + n
+    first = next((r["linear"] for r in rows if r["differ"]), None)
+    summary = {"differ": diff, "numel": total, "fraction": diff / total, "first_differing": first,
+               "linears_differing": sum(r["differ"] > 0 for r in rows), "linears": len(rows)}
+    print(json.dumps(summary))
+    for r in rows[:14]:
+        print(json.dumps(r))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"summary": summary, "linears": rows}, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prune", help="llm-compressor one-shot (run in its own venv)")
-    p.add_argument("--dense", required=True)
-    p.add_argument("--windows", required=True)
-    p.add_argument("--method", choices=["wanda", "sparsegpt"], required=True)
-    p.add_argument("--pattern", choices=["unstructured", "2:4"], required=True)
-    p.add_argument("--sparsity", type=float, default=0.5)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", required=True)
-    o = sub.add_parser("ours", help="the workflow's prune of one method, timed the same way (project env)")
+    common = argparse.ArgumentParser(add_help=False)
     for a in ("--dense", "--windows", "--out"):
-        o.add_argument(a, required=True)
-    o.add_argument("--method", choices=["wanda", "sparsegpt"], required=True)
-    o.add_argument("--pattern", choices=["unstructured", "2:4"], required=True)
-    o.add_argument("--sparsity", type=float, default=0.5)
-    o.add_argument("--threads", type=int, default=1)
+        common.add_argument(a, required=True)
+    common.add_argument("--method", choices=["wanda", "sparsegpt"], required=True)
+    common.add_argument("--pattern", choices=["unstructured", "2:4"], required=True)
+    common.add_argument("--sparsity", type=float, default=0.5)
+    common.add_argument("--threads", type=int, default=1)
+    sub.add_parser("prune", parents=[common], help="llm-compressor one-shot (run in its own venv)")
+    o = sub.add_parser("ours", parents=[common], help="the workflow's prune of one method, timed the same way")
+    o.add_argument("--numerics", choices=["exact", "reference"], default="exact",
+                   help="the unstructured methods' numerics option (reference = fp32 running mean + topk)")
+    o.add_argument("--batch-size", type=int, default=1,
+                   help="calibration windows per forward (changes only fp32 rounding: a noise-floor probe)")
+    m = sub.add_parser("masks", help="where two checkpoints' zeros differ, per decoder linear (project env)")
+    m.add_argument("a")
+    m.add_argument("b")
+    m.add_argument("--out", default=None, help="JSON with the per-linear counts")
     s = sub.add_parser("score", help="workflow perplexity of llm-compressor checkpoints (project env)")
     s.add_argument("--results", default="results")
     s.add_argument("--model", default="smollm2-135m")
@@ -224,9 +281,11 @@ def main() -> None:
     s.add_argument("--max-windows", type=int, default=32, help="the workflow's evaluation.max_windows")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--ours-runs", nargs="*", default=[], help="directories written by 'ours' (timings)")
+    s.add_argument("--ours-checkpoints", action="store_true",
+                   help="score the --ours-runs checkpoints instead of reading the workflow run's perplexities")
     s.add_argument("--out", required=True)
     args = ap.parse_args()
-    {"prune": prune, "ours": ours, "score": score}[args.cmd](args)
+    {"prune": prune, "ours": ours, "masks": masks, "score": score}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -125,13 +125,19 @@ def row_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
     return mask
 
 
-def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Prune mask with exactly ``n`` zeros (the lowest scores) in every group of ``m`` consecutive inputs."""
+def nm_mask(scores: torch.Tensor, n: int, m: int, select: str = "sort") -> torch.Tensor:
+    """Prune mask with exactly ``n`` zeros (the lowest scores) in every group of ``m`` consecutive inputs.
+
+    ``select="sort"`` breaks ties towards the lower column (stable sort); ``"topk"`` takes ``torch.topk``'s
+    choice, as the Wanda / llm-compressor code does (it differs only on exactly equal scores)."""
     rows, cols = scores.shape
     if cols % m:
         raise ValueError(f"{cols} input columns are not a multiple of M={m}")
     grouped = scores.reshape(rows, cols // m, m)
-    idx = torch.argsort(grouped, dim=2, stable=True)[..., :n]
+    if select == "topk":
+        idx = torch.topk(grouped, n, dim=2, largest=False)[1]
+    else:
+        idx = torch.argsort(grouped, dim=2, stable=True)[..., :n]
     mask = torch.zeros_like(grouped, dtype=torch.bool)
     mask.scatter_(2, idx, True)
     return mask.reshape(rows, cols)
@@ -146,12 +152,13 @@ def layer_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
     return mask.reshape(scores.shape)
 
 
-def prune_mask(scores: torch.Tensor, pattern: str, ratio: float, scope: str = "row") -> torch.Tensor:
+def prune_mask(scores: torch.Tensor, pattern: str, ratio: float, scope: str = "row",
+               nm_select: str = "sort") -> torch.Tensor:
     """The mask of ``pattern`` ("unstructured": ``ratio`` of every row, or of the matrix with ``scope="layer"``;
-    "N:M": N of every M consecutive inputs)."""
+    "N:M": N of every M consecutive inputs, chosen by ``nm_select`` as in ``nm_mask``)."""
     nm = parse_pattern(pattern)
     if nm is not None:
-        return nm_mask(scores, *nm)
+        return nm_mask(scores, *nm, select=nm_select)
     return layer_mask(scores, ratio) if scope == "layer" else row_mask(scores, ratio)
 
 
@@ -192,6 +199,26 @@ def kept_score(scores: torch.Tensor, n: int, m: int, perm: torch.Tensor | None =
     return float((s * ~nm_mask(s, n, m)).sum())
 
 
+def slot_gain(S: torch.Tensor, slots: torch.Tensor, pos: int, n: int) -> torch.Tensor:
+    """[candidate, group] score an N:M mask keeps in group g when slot ``pos`` gets the column now at
+    ``slots[candidate, pos]`` (``slots``: [group, position] column ids).
+
+    With the group's other m-1 scores sorted per row (o_1 <= ... <= o_{m-1}, prefix sums P_k), the n smallest
+    are o_1..o_n or o_1..o_{n-1} and the candidate c, so the kept sum is (sum o - P_{n-1}) + max(c - o_n, 0):
+    no sort of the m scores per (candidate, group) pair."""
+    groups, m = slots.shape
+    others = [p for p in range(m) if p != pos]
+    o = S[:, slots[:, others]].sort(dim=2).values  # [rows, group, m - 1]
+    fixed = (o.sum(2) - o[..., : n - 1].sum(2)).sum(0)  # [group]
+    thr = o[..., n - 1]  # [rows, group]
+    cand = S[:, slots[:, pos]].T  # [candidate, rows]
+    gain = torch.empty(groups, groups, dtype=S.dtype)
+    step = max(1, 2**22 // max(1, groups * S.shape[0]))
+    for c0 in range(0, groups, step):
+        gain[c0 : c0 + step] = fixed + torch.relu(cand[c0 : c0 + step, :, None] - thr[None]).sum(1)
+    return gain
+
+
 def lsa_permutation(scores: torch.Tensor, n: int, m: int, rounds: int = 2,
                     start: torch.Tensor | None = None) -> torch.Tensor:
     """A permutation of the input columns that raises the score kept by an N:M mask (RIA's linear sum assignment).
@@ -213,20 +240,11 @@ def lsa_permutation(scores: torch.Tensor, n: int, m: int, rounds: int = 2,
     else:
         slots = start.reshape(groups, m).clone()
         baseline = start
+    S = scores.double()
     for _ in range(rounds):
         for pos in range(m):
-            others = [p for p in range(m) if p != pos]
             cand = slots[:, pos]
-            block = scores.double()[:, slots[:, others]].permute(1, 0, 2)  # [group, rows, m - 1]
-            cand_scores = scores.double()[:, cand].T  # [candidate, rows]
-            gain = torch.empty(groups, groups, dtype=torch.float64)  # [candidate column, group]
-            step = max(1, 2**22 // max(1, groups * scores.shape[0] * m))
-            for c0 in range(0, groups, step):
-                c = cand_scores[c0 : c0 + step]  # [chunk, rows]
-                full = torch.cat([block.unsqueeze(0).expand(c.shape[0], -1, -1, -1),
-                                  c[:, None, :, None].expand(-1, groups, -1, 1)], dim=3)  # [chunk, G, rows, m]
-                gain[c0 : c0 + step] = full.sort(dim=3).values[..., n:].sum(dim=(2, 3))
-            rows, colsel = linear_sum_assignment(-gain.numpy())
+            rows, colsel = linear_sum_assignment(-slot_gain(S, slots, pos, n).numpy())
             new = slots[:, pos].clone()
             new[torch.as_tensor(colsel)] = cand[torch.as_tensor(rows)]
             slots[:, pos] = new

@@ -29,18 +29,21 @@ from .unstructured_base import (
 )
 
 
+# Scores are computed in the dtype of ``xnorm`` (fp64 for ``numerics: exact``, fp32 for ``reference``).
+
+
 def wanda_score(W: torch.Tensor, xnorm: torch.Tensor) -> torch.Tensor:
-    return W.abs().double() * xnorm.to(W.device).unsqueeze(0)
+    return W.abs().to(xnorm.dtype) * xnorm.to(W.device).unsqueeze(0)
 
 
 def ria_score(W: torch.Tensor, xnorm: torch.Tensor, a: float = 0.5) -> torch.Tensor:
-    A = W.abs().double()
+    A = W.abs().to(xnorm.dtype)
     rel = A / A.sum(dim=1, keepdim=True) + A / A.sum(dim=0, keepdim=True)
     return rel * xnorm.to(W.device).unsqueeze(0) ** a
 
 
 def clearcut_score(W: torch.Tensor, xnorm: torch.Tensor, a: float = 0.5, alpha: float = 0.1) -> torch.Tensor:
-    A = W.abs().double()
+    A = W.abs().to(xnorm.dtype)
     row, col = A.sum(dim=1, keepdim=True), A.sum(dim=0, keepdim=True)
     return (A / col + A / row + alpha * A**2 / (row * col)) * xnorm.to(W.device).unsqueeze(0) ** a
 
@@ -51,7 +54,7 @@ class MagnitudePruner(UnstructuredPruner):
         return super().observed(r) if needs_data else {}
 
     def score(self, name, W):
-        return W.abs().double()
+        return W.abs().to(self.score_dtype)
 
 
 class WandaPruner(UnstructuredPruner):

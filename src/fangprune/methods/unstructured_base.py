@@ -17,6 +17,11 @@ The weights stay dense with zeros, so checkpoints load with plain ``from_pretrai
   - ``all`` (the RIA reference): every projection chooses its N:M groups in its own permuted column order and
     the mask is mapped back, so stored weights are N:M only under that permutation (recorded as
     ``"N:M permuted"``): no torch 2:4 kernel can use them without permuting the inputs at run time.
+* ``numerics``: ``exact`` (default) computes ||X_j||^2 as fp64 sums and the scores in fp64, N:M ties to the
+  lower column; ``reference`` repeats the Wanda / RIA / llm-compressor code: the fp32 running mean
+  ||x_j||^2 / n over calibration windows, fp32 scores and ``torch.topk`` inside N:M groups. Both rank the same
+  exact scores; they differ where two scores agree to fp32 rounding, which N:M groups (one decision per group of
+  M, ~150 per row) meet far more often than a row's single unstructured cut.
 * ``low_rank: {rank_ratio, targets}``: after pruning, the target attention projections are replaced by a rank-r
   SVD factorisation of their pruned weights, r = round(rank_ratio * min(out, in)), stored as two smaller linears
   (``remote.modeling_fangprune.LowRankLinear``; such checkpoints need the project's loader or remote code).
@@ -57,6 +62,7 @@ UNSTRUCTURED_DEFAULTS = {
     "importance_score": "sum",
     "permutation_scope": "mlp",
     "percdamp": 0.01,
+    "numerics": "exact",
     "low_rank": None,
 }
 UNSTRUCTURED_SCHEMA = {
@@ -72,6 +78,10 @@ UNSTRUCTURED_SCHEMA = {
     "permutation_scope": {
         "enum": ["mlp", "all"],
         "description": "mlp: reorder the MLP channels (exact stored N:M); all: every projection, mask mapped back (reference).",
+    },
+    "numerics": {
+        "enum": ["exact", "reference"],
+        "description": "exact: fp64 input norms and scores; reference: the Wanda/llm-compressor fp32 running mean and topk.",
     },
     "low_rank": {
         "type": ["object", "null"],
@@ -115,7 +125,9 @@ class UnstructuredPruner:
         self.params = params
         self.layer_idx = layer_idx
         self.sq: dict[str, torch.Tensor] = {}
-        self.tokens = 0
+        self.windows: dict[str, int] = {}
+        self.reference = params.get("numerics", "exact") == "reference"
+        self.score_dtype = torch.float32 if self.reference else torch.float64
         self.H = {name: HessianAccumulator() for name in set(INPUT_OF.values())}
 
     def observed(self, r: LayerRoles) -> dict:
@@ -123,12 +135,19 @@ class UnstructuredPruner:
 
     def observe(self, name: str, x: torch.Tensor) -> None:
         flat = x.reshape(-1, x.shape[-1])
-        self.sq[name] = self.sq.get(name, 0) + (flat.double() ** 2).sum(0)
+        if self.reference:  # fp32 running mean of ||x_j||^2 per window, in the reference code's order
+            seen, added = self.windows.get(name, 0), (x.shape[0] if x.dim() == 3 else 1)
+            sq = self.sq.get(name, torch.zeros(flat.shape[1], device=flat.device)) * (seen / (seen + added))
+            self.windows[name] = seen + added
+            self.sq[name] = sq + torch.norm(flat.t().float(), p=2, dim=1) ** 2 / self.windows[name]
+        else:
+            self.sq[name] = self.sq.get(name, 0) + (flat.double() ** 2).sum(0)
         if self.needs_hessian or self.params["reconstruction"]:
             self.H[name].add(flat)
 
     def input_norm(self, name: str) -> torch.Tensor:
-        """||X_j||_2 of every input channel of projection ``name`` over the calibration tokens."""
+        """||X_j||_2 of every input channel of projection ``name`` over the calibration tokens (``reference``:
+        divided by the square root of the window count, which ranks the same)."""
         return torch.sqrt(self.sq[INPUT_OF[name]])
 
     def score(self, name: str, W: torch.Tensor) -> torch.Tensor:
@@ -153,9 +172,13 @@ class UnstructuredPruner:
         if self.permutes("all"):
             perm = self.permutation(scores).to(scores.device)
             mask = torch.empty_like(scores, dtype=torch.bool)
-            mask[:, perm] = prune_mask(scores[:, perm], self.params["sparsity_type"], sp)
+            mask[:, perm] = prune_mask(scores[:, perm], self.params["sparsity_type"], sp, nm_select=self.nm_select)
             return mask
-        return prune_mask(scores, self.params["sparsity_type"], sp, self.params["comparison"])
+        return prune_mask(scores, self.params["sparsity_type"], sp, self.params["comparison"], self.nm_select)
+
+    @property
+    def nm_select(self) -> str:
+        return "topk" if self.reference else "sort"
 
     def prune_weight(self, name: str, W: torch.Tensor, sp: float) -> torch.Tensor:
         """The pruned weight (zeros at the mask), reconstructed if asked."""
