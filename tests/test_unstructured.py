@@ -54,7 +54,8 @@ def test_nm_selection_by_topk_or_stable_sort():
 
 
 def test_reference_numerics_keep_the_fp32_running_mean_per_window():
-    ref, exact = WandaPruner(resolve_method("wanda", {"numerics": "reference"}), 0), WandaPruner(resolve_method("wanda", {}), 0)
+    ref = WandaPruner(resolve_method("wanda", {"numerics": "reference"}), 0)
+    exact = WandaPruner(resolve_method("wanda", {}), 0)
     for x in (torch.tensor([[[1.0, 2.0]]]), torch.tensor([[[3.0, 0.0]]])):
         ref.observe("attn_in", x)
         exact.observe("attn_in", x)
@@ -70,9 +71,10 @@ def test_reference_and_exact_numerics_agree_away_from_fp32_ties(pattern):
     masks = []
     for numerics in ("exact", "reference"):
         model = tiny_model()
-        prune_model(model, random_windows(4, 32), resolve_method("wanda", {"sparsity_type": pattern, "numerics": numerics}),
-                    [0.5] * 3, CPU)
-        masks.append([lin.weight == 0 for lin in (model.model.layers[0].self_attn.q_proj, model.model.layers[2].mlp.down_proj)])
+        params = resolve_method("wanda", {"sparsity_type": pattern, "numerics": numerics})
+        prune_model(model, random_windows(4, 32), params, [0.5] * 3, CPU)
+        layers = model.model.layers
+        masks.append([lin.weight == 0 for lin in (layers[0].self_attn.q_proj, layers[2].mlp.down_proj)])
     assert all(torch.equal(a, b) for a, b in zip(*masks))
 
 

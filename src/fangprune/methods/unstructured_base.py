@@ -81,7 +81,8 @@ UNSTRUCTURED_SCHEMA = {
     },
     "numerics": {
         "enum": ["exact", "reference"],
-        "description": "exact: fp64 input norms and scores; reference: the Wanda/llm-compressor fp32 running mean and topk.",
+        "description": "exact: fp64 input norms and scores; reference: the Wanda/llm-compressor fp32 running "
+        "mean and topk (no effect on sparsegpt, whose OBS sweep has its own numerics).",
     },
     "low_rank": {
         "type": ["object", "null"],
