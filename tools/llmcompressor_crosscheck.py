@@ -43,6 +43,7 @@ Agreement targets (issue 16): within 1 % for Wanda and 3 % for SparseGPT.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -140,15 +141,19 @@ def score(args: argparse.Namespace) -> None:
         ours_t[(t["method"], t["pattern"])] = (Path(r), t)
     texts = {}
 
+    @functools.lru_cache(maxsize=2)  # llm-compressor's and ours, alternately per dataset
+    def checkpoint(run: Path):
+        return load_pruned(run).eval(), load_tokenizer(str(run))
+
     def checkpoint_ppl(run: Path, dataset: str) -> dict:
         cache = run / f"ppl_{dataset}.json"  # computed once per checkpoint
         if cache.exists():
             return read_json(cache)
         if dataset not in texts:
             texts[dataset] = evaluation_text(dataset, args.data_dir)
-        ids = load_tokenizer(str(run))(texts[dataset].text, return_tensors="pt", add_special_tokens=False).input_ids[0]
-        out = perplexity(load_pruned(run).eval(), ids, args.seqlen, torch.device("cpu"),
-                         protocol_windows(dataset, args.max_windows), 1)
+        model, tok = checkpoint(run)
+        ids = tok(texts[dataset].text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+        out = perplexity(model, ids, args.seqlen, torch.device("cpu"), protocol_windows(dataset, args.max_windows), 1)
         out["seqlen"] = args.seqlen
         cache.write_text(json.dumps(out) + "\n")
         return out
@@ -162,7 +167,7 @@ def score(args: argparse.Namespace) -> None:
         if args.ours_checkpoints and ours_run is None:
             raise SystemExit(f"{run}: no --ours-runs directory for {key}")
         row = {"method": timing["method"], "pattern": timing["pattern"], "workflow_method": name,
-               "llmc_zero_frac": block_zero_frac(load_pruned(run)),
+               "llmc_zero_frac": block_zero_frac(checkpoint(run)[0]),
                "llmc_oneshot_s": timing["oneshot_s"], "llmc_total_s": timing["total_s"],
                "ours_nodiag": ours_timing, "ours_source": "ours checkpoints" if args.ours_checkpoints else "workflow"}
         if not args.ours_checkpoints:
