@@ -11,6 +11,8 @@ from fangprune.tables import (
     TITLES,
     _index,
     marks,
+    per_model_notes,
+    perplexity_notes,
     read_metrics_csv,
     table_columns,
     to_csv,
@@ -142,3 +144,20 @@ def test_unstructured_table_in_the_clearcut_shape():
                                "| wanda + reconstruction | 19.00 | - |"]
     assert "m/50%/zero_frac" in wide.splitlines()[0] and ",0.5" in wide.splitlines()[1]
     assert "wanda + reconstruction & 19.00 & - \\\\" in tex
+
+
+def test_per_model_notes_name_a_model_only_where_models_differ():
+    ppl = [
+        {"model": "a", "source": "wikitext2 test", "windows": 32, "seqlen": 512},
+        {"model": "b", "source": "wikitext2 test", "windows": 32, "seqlen": 512, "bos": True},
+        {"model": "a", "source": "ptb test", "windows": 32, "seqlen": 512},
+        {"model": "b", "source": "ptb test", "windows": 32, "seqlen": 512},
+    ]
+    bos = " (BOS + seqlen-1 text tokens, every text token scored)"
+    assert perplexity_notes(ppl) == [
+        "PPL: ptb test, 32 windows of 512 tokens.",
+        "a: PPL: wikitext2 test, 32 windows of 512 tokens.",
+        f"b: PPL: wikitext2 test, 32 windows of 512 tokens{bos}.",
+    ]
+    assert per_model_notes([("a", "x"), ("b", "x"), ("b", "y")]) == ["b: y", "x"]
+    assert perplexity_notes(ppl[:1]) == ["PPL: wikitext2 test, 32 windows of 512 tokens."]

@@ -14,6 +14,8 @@ from fangprune.plots import sparsity_curves
 from fangprune.stats import resolver
 from fangprune.tables import (
     TITLES,
+    per_model_notes,
+    perplexity_notes,
     to_csv,
     to_latex,
     to_markdown,
@@ -38,10 +40,9 @@ with atomic_path(smk.output.metrics) as tmp, open(tmp, "w") as fh:
     write_metrics_csv(rows, fh)
 resolved = resolver(samples, p.bootstrap, p.seed)
 
-notes = sorted({f"PPL: {e['source']}, {e['windows']} windows of {e['seqlen']} tokens"
-                + (" (BOS + seqlen-1 text tokens, every text token scored)" if e.get("bos") else "") + "."
-                for e in ppl})
-notes += [f"Calibration: {c}." for c in sorted({load_torch(f)["source"] for f in smk.input.windows})]
+notes = perplexity_notes(ppl) + per_model_notes(  # windows: results/calibration/<model>/<spec>.pt
+    (Path(f).parent.name, f"Calibration: {load_torch(f)['source']}.") for f in smk.input.windows
+)
 notes += zeroshot_notes(zeroshot)
 notes += speed_notes(speed)
 notes += uncertainty_notes(rows, references, p.bootstrap)

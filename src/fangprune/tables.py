@@ -273,6 +273,23 @@ def to_csv(rows: list[dict], name: str, order=None) -> str:
     return out.getvalue()
 
 
+def per_model_notes(pairs) -> list[str]:
+    """Notes from (model, text) pairs: a text true of every model once, plain; any other prefixed by its models."""
+    models: dict[str, set[str]] = {}
+    for model, text in pairs:
+        models.setdefault(text, set()).add(model)
+    every = set().union(*models.values()) if models else set()
+    return sorted(t if ms == every else f"{', '.join(sorted(ms))}: {t}" for t, ms in models.items())
+
+
+def perplexity_notes(ppl: list[dict]) -> list[str]:
+    """Per evaluation text: source, windows and BOS, named by model where the models differ."""
+    return per_model_notes(
+        (e["model"], f"PPL: {e['source']}, {e['windows']} windows of {e['seqlen']} tokens"
+         + (" (BOS + seqlen-1 text tokens, every text token scored)" if e.get("bos") else "") + ".")
+        for e in ppl)
+
+
 def uncertainty_notes(rows: list[dict], references: dict, n_boot: int) -> list[str]:
     """How the intervals and marks were made, and how many examples each comparison rests on."""
     notes = []
