@@ -28,3 +28,13 @@ def test_costs_sum_time_and_take_peak_memory_per_rule_and_model(tmp_path):
     md = to_markdown(cost_rows(read_benchmarks(b, ["m1", "m2"])))
     assert "| prune | m1 | 2 | 40.0 | 34.0 | 700 | 30.0 |" in md
     assert md.splitlines()[-1] == "| **total** | **all** | **5** | **48.0** | **40.5** | **700** | **30.0** |"
+
+
+def test_costs_find_the_model_below_a_dataset_folder(tmp_path):
+    b = tmp_path / "benchmarks"  # evaluate_ppl/<dataset>/<model>/...: the model is not the first folder
+    bench(b / "evaluate_ppl/wikitext2/m1/dense.tsv", 4.0, 300.0, 3.0)
+    bench(b / "evaluate_ppl/ptb/m1/obc/sp0.20.tsv", 6.0, 400.0, 5.0)
+    bench(b / "evaluate_ppl/ptb/other/dense.tsv", 9.0, 900.0, 9.0)
+    rows = {(r["rule"], r["model"]): r for r in cost_rows(read_benchmarks(b, ["m1"]))}
+    assert rows[("evaluate_ppl", "m1")]["jobs"] == 2 and rows[("evaluate_ppl", "m1")]["wall_s"] == 10.0
+    assert rows[("evaluate_ppl", "m1")]["max_rss_mb"] == 400.0 and ("evaluate_ppl", "other") not in rows

@@ -43,8 +43,10 @@ def read_benchmarks(root: str | Path, models: list[str]) -> list[Benchmark]:
         if rule in MODELLESS_RULES:
             model = "-"
         else:
-            model = parts[1] if len(parts) > 2 else Path(parts[1]).stem
-            if model not in models:
+            # the model is not always the first folder (evaluate_ppl/<dataset>/<model>/...)
+            names = [*parts[1:-1], Path(parts[-1]).stem]
+            model = next((n for n in names if n in models), None)
+            if model is None:
                 continue  # another sweep's model in a shared results directory
         with path.open() as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
