@@ -278,7 +278,7 @@ def per_model_notes(pairs) -> list[str]:
     models: dict[str, set[str]] = {}
     for model, text in pairs:
         models.setdefault(text, set()).add(model)
-    every = set().union(*models.values()) if models else set()
+    every = set().union(*models.values())
     return sorted(t if ms == every else f"{', '.join(sorted(ms))}: {t}" for t, ms in models.items())
 
 
