@@ -10,15 +10,15 @@ DATA_DIR = Path(os.environ.get("FANG_DATA_DIR", REPO.parent / "shared" / "data")
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from fangprune.models import load_tokenizer
-    from fangprune.testing import SMOLLM2_GGUF
+    from fangprune.modeling.models import load_tokenizer
+    from fangprune.modeling.tiny import SMOLLM2_GGUF
 
     return load_tokenizer(SMOLLM2_GGUF)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, tokenizer):
-    from fangprune.testing import make_tiny_model
+    from fangprune.modeling.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama", tokenizer)
 
@@ -27,7 +27,7 @@ def tiny_model(arch="llama", vocab_size=128, seed=0, **overrides):
     """A random tiny model built in memory (no tokenizer needed)."""
     from transformers import AutoModelForCausalLM
 
-    from fangprune.testing import tiny_config
+    from fangprune.modeling.tiny import tiny_config
 
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size=vocab_size, **overrides)).eval()

@@ -3,17 +3,16 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import random_windows, tiny_model
+from test_pruning import artifacts
 
-from fangprune.diagnostics import InputMoments, relative_error
-from fangprune.grouping import build_groups, check_partition
+from fangprune.core.obs import dampened_inverse, prune_columns
+from fangprune.evaluate.diagnostics import InputMoments, relative_error
+from fangprune.fang.grouping import build_groups, check_partition
+from fangprune.fang.reweighting import alpha_weights, effective_fraction
 from fangprune.methods.flap import Moments
 from fangprune.methods.registry import resolve_method
-from fangprune.obs import dampened_inverse, prune_columns
-from fangprune.pruning import prune_model
-from fangprune.reweighting import alpha_weights, effective_fraction
-from test_pruning import artifacts
+from fangprune.prune.driver import prune_model
 
 CPU = torch.device("cpu")
 
@@ -138,8 +137,8 @@ def test_holdout_diagnostics_in_the_report():
 
 
 def test_global_group_quota_removes_the_lowest_saliencies_across_groups():
+    from fangprune.core.obs import HessianAccumulator
     from fangprune.methods.fang import OFangPruner
-    from fangprune.obs import HessianAccumulator
 
     torch.manual_seed(0)
     groups = {"layers": [{"shared": [6, 7], "groups": [[0, 1, 2], [3, 4, 5]]}]}

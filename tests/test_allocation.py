@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fangprune.allocation import allocate, fc_allocation, uniform_allocation
+from fangprune.fang.allocation import allocate, fc_allocation, uniform_allocation
 
 
 def test_eq8_hand_computed():

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from fangprune.clustering import ContextClusters, balanced_assignment, fit_layer
+from fangprune.fang.clustering import ContextClusters, balanced_assignment, fit_layer
 
 
 def test_assignment_is_nearest_centre():

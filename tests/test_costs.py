@@ -1,4 +1,4 @@
-from fangprune.costs import cost_rows, read_benchmarks, to_csv, to_markdown
+from fangprune.report.costs import cost_rows, read_benchmarks, to_csv, to_markdown
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

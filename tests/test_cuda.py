@@ -2,15 +2,15 @@
 
 import pytest
 import torch
-
 from conftest import random_windows, tiny_model
-from fangprune.clustering import fit_context_clusters
-from fangprune.engine import LayerwiseEngine
-from fangprune.evaluation import perplexity
-from fangprune.grouping import build_groups
+
+from fangprune.core.engine import LayerwiseEngine
+from fangprune.evaluate.perplexity import perplexity
+from fangprune.fang.clustering import fit_context_clusters
+from fangprune.fang.grouping import build_groups
+from fangprune.fang.scores import taylor_scores
 from fangprune.methods.registry import resolve_method
-from fangprune.pruning import prune_model
-from fangprune.scores import taylor_scores
+from fangprune.prune.driver import prune_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -50,7 +50,7 @@ def test_cuda_matches_cpu(algo):
 def test_taylor_scores_over_a_device_map_match_one_device(tmp_path):
     from accelerate import dispatch_model
 
-    from fangprune.models import is_dispatched
+    from fangprune.modeling.models import is_dispatched
 
     model = tiny_model(num_hidden_layers=4)
     windows = random_windows(3, 32)

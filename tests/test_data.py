@@ -3,10 +3,15 @@
 import hashlib
 
 import pytest
-
 from conftest import DATA_DIR
 
-from fangprune.data import c4_validation, protocol_windows, ptb_test, wikitext2_rows, wikitext2_test
+from fangprune.data import (
+    c4_validation,
+    protocol_windows,
+    ptb_test,
+    wikitext2_rows,
+    wikitext2_test,
+)
 
 needs_data = pytest.mark.skipif(not (DATA_DIR / "wikitext-2-raw").exists(), reason="no local data directory")
 

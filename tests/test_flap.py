@@ -1,15 +1,15 @@
 import numpy as np
 import pytest
 import torch
+from conftest import random_windows, tiny_model
 from torch import nn
 
-from conftest import random_windows, tiny_model
 from fangprune.config import ConfigError, validate_config
 from fangprune.methods.baselines import MagnitudeSPPruner, WandaSPPruner
 from fangprune.methods.flap import Moments, bias_compensate, channel_metric
 from fangprune.methods.registry import resolve_method
-from fangprune.models import roles
-from fangprune.pruning import prune_model
+from fangprune.modeling.models import roles
+from fangprune.prune.driver import prune_model
 
 CPU = torch.device("cpu")
 # 3 tokens x 2 channels, W is 2 x 2
@@ -111,7 +111,7 @@ def test_manual_head_structures(structure):
 
 
 def test_flap_checkpoint_keeps_biases(tmp_path):
-    from fangprune.checkpoint import load_pruned, save_pruned
+    from fangprune.modeling.checkpoint import load_pruned, save_pruned
 
     model, report = _prune("AL-AM")
     for layer, entry in zip(model.model.layers, report["layers"]):

@@ -4,18 +4,17 @@ layer's own RoPE and mask, the chunked loss equals the model's, and windows star
 
 import pytest
 import torch
-
 from conftest import random_windows, tiny_model
-
-from fangprune.checkpoint import load_pruned, save_pruned
-from fangprune.data import sample_windows
-from fangprune.engine import LayerwiseEngine
-from fangprune.evaluation import perplexity
-from fangprune.lm_loss import causal_lm_loss, token_nll
-from fangprune.methods.registry import resolve_method
-from fangprune.models import needs_bos, roles
-from fangprune.pruning import prune_model
 from test_pruning import artifacts
+
+from fangprune.core.engine import LayerwiseEngine
+from fangprune.data import sample_windows
+from fangprune.evaluate.perplexity import perplexity
+from fangprune.methods.registry import resolve_method
+from fangprune.modeling.checkpoint import load_pruned, save_pruned
+from fangprune.modeling.lm_loss import causal_lm_loss, token_nll
+from fangprune.modeling.models import needs_bos, roles
+from fangprune.prune.driver import prune_model
 
 CPU = torch.device("cpu")
 
@@ -96,7 +95,7 @@ def test_windows_start_with_bos_for_gemma_only():
 
 
 def test_assembled_package_source_and_its_errors(tmp_path, monkeypatch):
-    from fangprune.config import resolve_source
+    from fangprune.modeling.sources import resolve_source
 
     gguf = tmp_path / "out" / "model.gguf"
     pkg = tmp_path / "site" / "fake_chunked_model"
@@ -116,8 +115,8 @@ def test_a_multimodal_gemma3_checkpoint_loads_as_its_nested_text_model(tmp_path,
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     from fangprune.config import validate_config
-    from fangprune.models import load_model, load_tokenizer
-    from fangprune.testing import tiny_config
+    from fangprune.modeling.models import load_model, load_tokenizer
+    from fangprune.modeling.tiny import tiny_config
 
     text = tiny_config("gemma3_text", vocab_size=300).to_dict()
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,

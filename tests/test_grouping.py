@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fangprune.grouping import (
+from fangprune.fang.grouping import (
     assign_greedy,
     assign_lap,
     build_groups,

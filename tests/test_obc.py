@@ -1,7 +1,12 @@
 import torch
 
-from fangprune.obs import block_saliency, column_saliency, dampened_inverse, obs_compensate
-from fangprune.selection import lowest
+from fangprune.core.obs import (
+    block_saliency,
+    column_saliency,
+    dampened_inverse,
+    obs_compensate,
+)
+from fangprune.core.selection import lowest
 
 
 def test_column_saliency_hand_computed():

@@ -1,14 +1,14 @@
 import pytest
 import torch
-
 from conftest import random_windows, tiny_model
-from fangprune.clustering import fit_context_clusters
-from fangprune.engine import LayerwiseEngine
-from fangprune.grouping import build_groups
+
+from fangprune.core.engine import LayerwiseEngine
+from fangprune.fang.clustering import fit_context_clusters
+from fangprune.fang.grouping import build_groups
+from fangprune.fang.scores import taylor_scores
 from fangprune.methods.registry import resolve_method
-from fangprune.models import roles
-from fangprune.pruning import prune_model
-from fangprune.scores import taylor_scores
+from fangprune.modeling.models import roles
+from fangprune.prune.driver import prune_model
 
 CPU = torch.device("cpu")
 K = 3

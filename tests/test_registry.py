@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, random_windows, tiny_model
 
 from fangprune.config import ConfigError, validate_config
 from fangprune.methods.registry import Method, get_method, methods, resolve_method
-from fangprune.pruning import prune_model
+from fangprune.prune.driver import prune_model
 
 PKG = REPO / "src" / "fangprune"
 sys.path.insert(0, str(Path(__file__).parent))
@@ -68,9 +67,15 @@ def test_plugin_named_in_config_is_validated_like_a_builtin(monkeypatch):
         validate_config(missing, check_sources=False)
 
 
-def _imports(path: Path) -> set[str]:
+#: The wings of the package, bottom first: a module may import its own wing and the wings before it, never one
+#: after it (top-level modules count as their own wing).
+WINGS = ["io", "data", "modeling", "core", "evaluate", "export", "fang", "methods", "prune", "report",
+         "config", "runtime"]
+
+
+def _imports(path: Path, pkg: Path = PKG) -> set[str]:
     """fangprune modules imported by ``path`` (relative imports resolved)."""
-    package = list(path.relative_to(PKG.parent).parent.parts)  # the package holding the module
+    package = list(path.relative_to(pkg.parent).parent.parts)  # the package holding the module
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
@@ -81,25 +86,52 @@ def _imports(path: Path) -> set[str]:
                 mod = node.module or ""
             if mod.startswith("fangprune"):
                 # ``from pkg import submodule`` depends on the submodule (the package __init__ is already loading)
-                subs = {f"{mod}.{a.name}" for a in node.names if (PKG.parent / f"{mod}.{a.name}".replace(".", "/")).with_suffix(".py").exists()}
+                subs = {f"{mod}.{a.name}" for a in node.names
+                        if (pkg.parent / f"{mod}.{a.name}".replace(".", "/")).with_suffix(".py").exists()}
                 out |= subs or {mod}
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("fangprune")}
     return out
 
 
-def test_library_imports_have_no_cycles_and_methods_never_import_the_driver():
+def import_graph(pkg: Path = PKG) -> dict[str, set[str]]:
     graph = {}
-    for path in PKG.rglob("*.py"):
-        rel = path.relative_to(PKG.parent).with_suffix("")
+    for path in pkg.rglob("*.py"):
+        rel = path.relative_to(pkg.parent).with_suffix("")
         name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        graph[name] = {m for m in _imports(path) if m != name}
+        graph[name] = {m for m in _imports(path, pkg) if m != name}
+    return graph
+
+
+def _wing(module: str) -> int | None:
+    parts = module.split(".")
+    return WINGS.index(parts[1]) if len(parts) > 1 else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower wing into a higher one, as "module -> imported"."""
+    bad = []
+    for name, deps in graph.items():
+        for dep in deps:
+            low, high = _wing(name), _wing(dep)
+            if low is not None and high is not None and high > low:
+                bad.append(f"{name} -> {dep}")
+    return sorted(bad)
+
+
+def test_every_module_sits_in_a_known_wing():
+    assert {_wing(name) is not None for name in import_graph() if name != "fangprune"} == {True}
+    assert {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == {
+        w for w in WINGS if (PKG / w).is_dir()}
+
+
+def test_imports_flow_down_the_wings_without_cycles():
+    graph = import_graph()
+    assert upward_imports(graph) == []
     for name, deps in graph.items():
         if name.startswith("fangprune.methods."):
-            assert "fangprune.pruning" not in deps, name
-    for shared in ("fangprune.selection", "fangprune.obs"):
-        assert not any(d.startswith("fangprune.methods") for d in graph[shared]), shared
-    # depth-first search for a cycle among module-level imports
+            assert "fangprune.prune.driver" not in deps, name
+    # depth-first search for a cycle among module-level imports (inside a wing)
     state = {}
 
     def visit(node, stack):
@@ -115,3 +147,18 @@ def test_library_imports_have_no_cycles_and_methods_never_import_the_driver():
     for node in graph:
         if node not in state:
             visit(node, [node])
+
+
+def test_the_wing_check_catches_an_upward_import(tmp_path):
+    import shutil
+
+    copy_root = tmp_path / "fangprune"
+    shutil.copytree(PKG, copy_root, ignore=shutil.ignore_patterns("__pycache__"))
+    obs = copy_root / "core" / "obs.py"
+    obs.write_text(obs.read_text() + "\nfrom fangprune.report import stats  # noqa\n")
+    helper = copy_root / "modeling" / "models.py"
+    helper.write_text(helper.read_text() + "\nfrom fangprune.config import DATA_DIR_ENV  # noqa\n")
+    assert upward_imports(import_graph(copy_root)) == [
+        "fangprune.core.obs -> fangprune.report.stats",
+        "fangprune.modeling.models -> fangprune.config",
+    ]

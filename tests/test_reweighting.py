@@ -1,6 +1,6 @@
 import torch
 
-from fangprune.reweighting import alpha_weights, context_distances
+from fangprune.fang.reweighting import alpha_weights, context_distances
 
 
 def test_alpha_rows_sum_to_one_and_own_context_weighs_most():

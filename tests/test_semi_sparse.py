@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-
 from conftest import random_windows, tiny_model
 
+from fangprune.evaluate.semi_sparse import accelerate_2of4, is_2of4
 from fangprune.methods.registry import resolve_method
-from fangprune.pruning import prune_model
-from fangprune.semi_sparse import accelerate_2of4, is_2of4
+from fangprune.prune.driver import prune_model
 
 
 def test_is_2of4_counts_zeros_per_group_of_four():

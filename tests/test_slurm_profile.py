@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from conftest import DATA_DIR, REPO
 
 submit_string = pytest.importorskip("snakemake_executor_plugin_slurm.submit_string")
@@ -87,7 +86,11 @@ def sbatch_line(job) -> str:
 
 def local_rules(cfg: Path, workdir: Path) -> set[str]:
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+    from snakemake.settings.types import (
+        ConfigSettings,
+        OutputSettings,
+        ResourceSettings,
+    )
 
     with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
         wf = api.workflow(

@@ -5,8 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from fangprune import stats
-from fangprune.comparisons import delta_rows, evaluation_samples, gold_loglik_rows, resolve_references
+from fangprune.report import stats
+from fangprune.report.comparisons import (
+    delta_rows,
+    evaluation_samples,
+    gold_loglik_rows,
+    resolve_references,
+)
 
 
 def test_stderr_of_an_accuracy_and_of_a_perplexity():

@@ -1,13 +1,13 @@
 import torch
-
 from conftest import random_windows, tiny_model
-from fangprune.checkpoint import load_pruned, save_pruned
-from fangprune.models import roles
-from fangprune.surgery import head_columns, keep_channels, keep_kv_groups
+
+from fangprune.core.surgery import head_columns, keep_channels, keep_kv_groups
+from fangprune.modeling.checkpoint import load_pruned, save_pruned
+from fangprune.modeling.models import roles
 
 
 def _layer_inputs(model, windows):
-    from fangprune.engine import LayerwiseEngine
+    from fangprune.core.engine import LayerwiseEngine
 
     eng = LayerwiseEngine(model, windows, torch.device("cpu"))
     return eng, eng.hidden
@@ -63,7 +63,7 @@ def test_checkpoint_roundtrip_identical_logits(tmp_path):
 
 
 def test_query_head_removal_within_groups_equals_masked_attention():
-    from fangprune.surgery import keep_query_heads
+    from fangprune.core.surgery import keep_query_heads
 
     for arch in ("llama", "qwen2"):
         model = tiny_model(arch, num_attention_heads=4, num_key_value_heads=2)
@@ -83,7 +83,7 @@ def test_query_head_removal_within_groups_equals_masked_attention():
 def test_query_heads_must_stay_balanced_across_groups():
     import pytest
 
-    from fangprune.surgery import keep_query_heads
+    from fangprune.core.surgery import keep_query_heads
 
     r = roles(tiny_model(num_attention_heads=4, num_key_value_heads=2).model.layers[0])
     with pytest.raises(ValueError, match="equal and non-zero"):
@@ -91,7 +91,7 @@ def test_query_heads_must_stay_balanced_across_groups():
 
 
 def test_lowest_per_group_picks_inside_each_group():
-    from fangprune.selection import lowest_per_group
+    from fangprune.core.selection import lowest_per_group
 
     scores = torch.tensor([5.0, 1.0, 3.0, 0.5, 9.0, 2.0])  # 2 KV groups of 3 query heads
     assert lowest_per_group(scores, 3, 1).tolist() == [1, 3]

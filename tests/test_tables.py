@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fangprune.tables import (
+from fangprune.report.tables import (
     AVG,
     TITLES,
     _index,
@@ -100,7 +100,7 @@ def test_table4_columns_follow_mmlu_categories():
 
 def test_plot_is_a_png(rows, tmp_path):
     pytest.importorskip("matplotlib")
-    from fangprune.plots import sparsity_curves
+    from fangprune.report.plots import sparsity_curves
 
     sparsity_curves(rows, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -121,7 +121,7 @@ def test_delta_cells_in_the_papers_style_starred_when_resolved(rows):
     b = next(r for r in table if r["method"] == "b" and r["sparsity"] == "0.3")
     assert float(b["delta_ppl_wikitext2"]) == -0.5 and float(b["delta_ppl_wikitext2_ci_high"]) == -0.1
     buf = io.StringIO()
-    from fangprune.tables import write_metrics_csv
+    from fangprune.report.tables import write_metrics_csv
 
     write_metrics_csv(rows + extra, buf)
     back = read_metrics_csv(io.StringIO(buf.getvalue()))
@@ -130,7 +130,7 @@ def test_delta_cells_in_the_papers_style_starred_when_resolved(rows):
 
 
 def test_unstructured_table_in_the_clearcut_shape():
-    from fangprune.tables import unstructured_table
+    from fangprune.report.tables import unstructured_table
 
     rows = [{"model": "m", "method": a, "sparsity": 0.5, "metric": "ppl_wikitext2", "value": v}
             for a, v in (("wanda", 20.0), ("wanda-2of4", 30.0), ("w-rec", 19.0))]

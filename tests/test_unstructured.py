@@ -4,15 +4,10 @@ import json
 
 import pytest
 import torch
-
 from conftest import random_windows, tiny_model
 
-from fangprune.checkpoint import SPARSITY_KEY, save_pruned
-from fangprune.methods.registry import resolve_method
-from fangprune.methods.unstructured import WandaPruner, clearcut_score, ria_score, wanda_score
-from fangprune.obs import sparsegpt_prune
-from fangprune.pruning import prune_model
-from fangprune.selection import (
+from fangprune.core.obs import sparsegpt_prune
+from fangprune.core.selection import (
     kept_score,
     lsa_permutation,
     nm_mask,
@@ -21,6 +16,15 @@ from fangprune.selection import (
     row_mask,
     slot_gain,
 )
+from fangprune.methods.registry import resolve_method
+from fangprune.methods.unstructured import (
+    WandaPruner,
+    clearcut_score,
+    ria_score,
+    wanda_score,
+)
+from fangprune.modeling.checkpoint import SPARSITY_KEY, save_pruned
+from fangprune.prune.driver import prune_model
 
 CPU = torch.device("cpu")
 W23 = torch.tensor([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]])
@@ -178,7 +182,7 @@ def test_reallocation_on_a_tiny_model_by_scope(scope):
 
 def test_lsa_permutation_keeps_the_function_and_gives_exact_2_4_groups():
     from fangprune.methods.unstructured import WandaPruner
-    from fangprune.models import roles
+    from fangprune.modeling.models import roles
 
     model = tiny_model()
     ids = random_windows(2, 16, seed=5)
@@ -235,7 +239,7 @@ def test_low_rank_with_full_rank_reproduces_the_layer():
 def test_clearcut_2_4_with_low_rank_checkpoint_reloads(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from fangprune.checkpoint import load_pruned
+    from fangprune.modeling.checkpoint import load_pruned
 
     model = tiny_model()
     dense_params = sum(p.numel() for p in model.parameters())

@@ -7,13 +7,12 @@ import re
 
 import pytest
 import torch
-
 from conftest import DATA_DIR, tiny_model
 
 pytest.importorskip("lm_eval")
 
-from fangprune.zeroshot import local_data, run_task, task_specs  # noqa: E402
-from fangprune.zeroshot.tasks import paper_metric  # noqa: E402
+from fangprune.evaluate.zeroshot import local_data, run_task, task_specs  # noqa: E402
+from fangprune.evaluate.zeroshot.tasks import paper_metric  # noqa: E402
 
 N = 5
 pytestmark = pytest.mark.skipif(not (DATA_DIR / "arc").exists(), reason="no local zero-shot data")
@@ -158,7 +157,7 @@ def test_local_readers_match_release_sizes():
 
 def test_builtin_prompts_are_kept(tmp_path):
     """Only the dataset source changes: every prompt/metric key equals the installed builtin task's."""
-    from fangprune.zeroshot.tasks import _BUILTIN_YAML, _load_builtin
+    from fangprune.evaluate.zeroshot.tasks import _BUILTIN_YAML, _load_builtin
 
     for task, rel in _BUILTIN_YAML.items():
         builtin = _load_builtin(rel)

@@ -12,11 +12,11 @@ import json
 
 import torch
 
+from fangprune.core.engine import LayerwiseEngine
 from fangprune.data import calibration_windows
-from fangprune.engine import LayerwiseEngine
 from fangprune.methods.flap import collect_statistics, select_flap
 from fangprune.methods.registry import resolve_method
-from fangprune.models import load_model, load_tokenizer, roles
+from fangprune.modeling.models import load_model, load_tokenizer, roles
 
 
 def main() -> None:

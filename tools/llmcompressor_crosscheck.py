@@ -99,10 +99,10 @@ def ours(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     import torch
 
-    from fangprune.checkpoint import save_pruned
     from fangprune.methods.registry import resolve_method
-    from fangprune.models import load_model, load_tokenizer
-    from fangprune.pruning import prune_model
+    from fangprune.modeling.checkpoint import save_pruned
+    from fangprune.modeling.models import load_model, load_tokenizer
+    from fangprune.prune.driver import prune_model
 
     torch.set_num_threads(args.threads)
     model = load_model(args.dense)
@@ -126,12 +126,12 @@ def score(args: argparse.Namespace) -> None:
     or (``--ours-checkpoints``) the checkpoints the ``ours`` subcommand wrote, scored the same way."""
     import torch
 
-    from fangprune.checkpoint import load_pruned
     from fangprune.data import evaluation_text, protocol_windows
-    from fangprune.evaluation import perplexity
+    from fangprune.evaluate.perplexity import perplexity
     from fangprune.io import read_json
-    from fangprune.models import block_zero_frac, load_tokenizer
-    from fangprune.stats import paired_bootstrap, sample
+    from fangprune.modeling.checkpoint import load_pruned
+    from fangprune.modeling.models import block_zero_frac, load_tokenizer
+    from fangprune.report.stats import paired_bootstrap, sample
 
     torch.set_num_threads(args.threads)
     res = Path(args.results)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from fangprune import runtime
-from fangprune.allocation import allocate
+from fangprune.fang.allocation import allocate
 from fangprune.io import read_json, timed_step, write_json
 
 smk = snakemake  # noqa: F821 - injected by Snakemake

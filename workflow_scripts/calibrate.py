@@ -4,7 +4,7 @@ held-out windows of the same text that overlap none of them (diagnostics, varian
 from fangprune import runtime
 from fangprune.data import calibration_token_ids, holdout_windows, sample_windows
 from fangprune.io import read_json, save_torch, timed_step
-from fangprune.models import load_tokenizer, needs_bos
+from fangprune.modeling.models import load_tokenizer, needs_bos
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params

@@ -1,7 +1,7 @@
 """Context Clustering: PCA + KMeans per layer on the dense model's MLP inputs."""
 
 from fangprune import runtime
-from fangprune.clustering import fit_context_clusters
+from fangprune.fang.clustering import fit_context_clusters
 from fangprune.io import provenance, save_torch, timed_step
 
 smk = snakemake  # noqa: F821 - injected by Snakemake

@@ -1,7 +1,7 @@
 """Functional complexity FC_l of every decoder block on the dense model (input of Eq. 8)."""
 
 from fangprune import runtime
-from fangprune.allocation import functional_complexity
+from fangprune.fang.allocation import functional_complexity
 from fangprune.io import provenance, timed_step, write_json
 
 smk = snakemake  # noqa: F821 - injected by Snakemake

@@ -1,7 +1,7 @@
 """The costs table: wall time, CPU time and peak RSS per rule and model, from every job's benchmark file."""
 
-from fangprune.costs import cost_rows, read_benchmarks, to_csv, to_markdown
 from fangprune.io import atomic_path, setup_logging
+from fangprune.report.costs import cost_rows, read_benchmarks, to_csv, to_markdown
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(smk.log[0])

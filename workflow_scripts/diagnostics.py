@@ -3,9 +3,13 @@
 import csv
 from pathlib import Path
 
-from fangprune.diagnostics import DIAG_COLUMNS, diagnostic_rows, summary_markdown
+from fangprune.evaluate.diagnostics import (
+    DIAG_COLUMNS,
+    diagnostic_rows,
+    summary_markdown,
+)
 from fangprune.io import atomic_path, load_torch, read_json, setup_logging
-from fangprune.plots import plot_errors
+from fangprune.report.plots import plot_errors
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(smk.log[0])

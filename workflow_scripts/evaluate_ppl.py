@@ -2,11 +2,18 @@
 
 
 from fangprune import runtime
-from fangprune.checkpoint import SPARSITY_KEY, load_pruned
 from fangprune.data import evaluation_text, protocol_windows
-from fangprune.evaluation import perplexity
+from fangprune.evaluate.perplexity import perplexity
 from fangprune.io import provenance, timed_step, write_json
-from fangprune.models import DTYPES, block_params, block_zero_frac, count_params, load_tokenizer, needs_bos
+from fangprune.modeling.checkpoint import SPARSITY_KEY, load_pruned
+from fangprune.modeling.models import (
+    DTYPES,
+    block_params,
+    block_zero_frac,
+    count_params,
+    load_tokenizer,
+    needs_bos,
+)
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params

@@ -3,11 +3,11 @@
 import logging
 
 from fangprune import runtime
-from fangprune.checkpoint import SPARSITY_KEY, load_pruned
+from fangprune.evaluate.semi_sparse import accelerate_2of4
+from fangprune.evaluate.speed import compare_speed, disk_bytes, speedups
 from fangprune.io import provenance, timed_step, write_json
-from fangprune.models import DTYPES, place
-from fangprune.semi_sparse import accelerate_2of4
-from fangprune.speed import compare_speed, disk_bytes, speedups
+from fangprune.modeling.checkpoint import SPARSITY_KEY, load_pruned
+from fangprune.modeling.models import DTYPES, place
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params
@@ -25,7 +25,7 @@ with timed_step("speed") as step:
         else:
             place(models["pruned"], device)
             semi_sparse = {"applied": True, **accelerate_2of4(models["pruned"])}
-        logging.getLogger("fangprune.speed").info("semi_sparse_acc: %s", semi_sparse)
+        logging.getLogger("fangprune.evaluate.speed").info("semi_sparse_acc: %s", semi_sparse)
     speed = compare_speed(models, device, prompt_len=p.prompt_len, decode_tokens=p.decode_tokens,
                           batch_size=p.batch_size, repeats=p.repeats, seed=p.seed)
 speed["dense"]["disk_bytes"] = disk_bytes(smk.input.dense)

@@ -1,10 +1,10 @@
 """Zero-shot accuracy of a dense or pruned checkpoint on one lm-eval task (Tables 2, 4, 10)."""
 
 from fangprune import runtime
-from fangprune.checkpoint import load_pruned
+from fangprune.evaluate.zeroshot import run_task
 from fangprune.io import provenance, timed_step, write_json
-from fangprune.models import DTYPES, load_tokenizer
-from fangprune.zeroshot import run_task
+from fangprune.modeling.checkpoint import load_pruned
+from fangprune.modeling.models import DTYPES, load_tokenizer
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params

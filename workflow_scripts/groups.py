@@ -4,7 +4,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fangprune import runtime
-from fangprune.grouping import build_groups, check_partition
+from fangprune.fang.grouping import build_groups, check_partition
 from fangprune.io import load_torch, provenance, timed_step, write_json
 
 smk = snakemake  # noqa: F821 - injected by Snakemake

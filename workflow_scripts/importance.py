@@ -1,9 +1,9 @@
 """Per-layer importance of the dense model for the allocation ablation (Table 7): OWL outlier ratio or Taylor."""
 
 from fangprune import runtime
+from fangprune.fang.layer_importance import outlier_ratios, taylor_sensitivity
 from fangprune.io import load_torch, provenance, timed_step, write_json
-from fangprune.layer_importance import outlier_ratios, taylor_sensitivity
-from fangprune.models import load_model
+from fangprune.modeling.models import load_model
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from fangprune import runtime
 from fangprune.io import atomic_path, provenance, timed_step, write_json
-from fangprune.models import prepare_model
+from fangprune.modeling.models import prepare_model
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 runtime.from_snakemake(smk)

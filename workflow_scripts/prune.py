@@ -1,12 +1,12 @@
 """Prune the model layer by layer (sequentially) with one method at one sparsity; save the checkpoint."""
 
 from fangprune import runtime
-from fangprune.checkpoint import save_pruned
-from fangprune.clustering import ContextClusters
+from fangprune.fang.clustering import ContextClusters
 from fangprune.io import load_torch, provenance, read_json, timed_step
 from fangprune.methods.registry import get_method, load_plugins
-from fangprune.models import load_model, load_tokenizer
-from fangprune.pruning import prune_model
+from fangprune.modeling.checkpoint import save_pruned
+from fangprune.modeling.models import load_model, load_tokenizer
+from fangprune.prune.driver import prune_model
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params

@@ -1,10 +1,10 @@
 """Cluster-neuron Taylor score matrices (Eq. 5)."""
 
 from fangprune import runtime
-from fangprune.clustering import ContextClusters
+from fangprune.fang.clustering import ContextClusters
+from fangprune.fang.scores import taylor_scores
 from fangprune.io import load_torch, provenance, save_torch, timed_step
-from fangprune.models import load_model
-from fangprune.scores import taylor_scores
+from fangprune.modeling.models import load_model
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params

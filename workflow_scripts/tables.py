@@ -2,17 +2,22 @@
 
 from pathlib import Path
 
-from fangprune.comparisons import (
+from fangprune.evaluate.zeroshot.results import (
+    evaluation_rows,
+    speed_notes,
+    zeroshot_notes,
+)
+from fangprune.io import atomic_path, load_torch, read_json, setup_logging
+from fangprune.report.comparisons import (
     add_uncertainty,
     delta_rows,
     evaluation_samples,
     gold_loglik_rows,
     resolve_references,
 )
-from fangprune.io import atomic_path, load_torch, read_json, setup_logging
-from fangprune.plots import sparsity_curves
-from fangprune.stats import resolver
-from fangprune.tables import (
+from fangprune.report.plots import sparsity_curves
+from fangprune.report.stats import resolver
+from fangprune.report.tables import (
     TITLES,
     per_model_notes,
     perplexity_notes,
@@ -24,7 +29,6 @@ from fangprune.tables import (
     with_average,
     write_metrics_csv,
 )
-from fangprune.zeroshot.results import evaluation_rows, speed_notes, zeroshot_notes
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 p = smk.params

@@ -15,7 +15,17 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .methods.registry import ParamError, get_method, load_plugins, resolve_method
+from fangprune.methods.registry import (
+    ParamError,
+    get_method,
+    load_plugins,
+    resolve_method,
+)
+from fangprune.modeling.sources import (
+    SUPPORTED_MODEL_TYPES,
+    local_model_type,
+    resolve_source,
+)
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
 DATA_DIR_ENV = "FANG_DATA_DIR"
@@ -96,7 +106,7 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
                 src = resolve_source(entry["source"])
             except FileNotFoundError as exc:
                 raise ConfigError(f"config key 'models.{name}.source': {exc}") from None
-            mtype = _local_model_type(src)
+            mtype = local_model_type(src)
             if mtype is not None and mtype not in SUPPORTED_MODEL_TYPES:
                 raise ConfigError(
                     f"config key 'models.{name}.source': unsupported architecture {mtype!r}; "
@@ -201,7 +211,7 @@ def _check_zeroshot(config: dict) -> None:
         )
     root = data_dir(config)
     if root:
-        from .zeroshot.local_data import missing_files
+        from fangprune.evaluate.zeroshot.local_data import missing_files
 
         for task in tasks:
             missing = missing_files(task, root)
@@ -235,87 +245,6 @@ def load_config(path: str | os.PathLike, *, check_sources: bool = True) -> dict:
     with open(path) as fh:
         config = yaml.safe_load(fh) or {}
     return validate_config(config, check_sources=check_sources)
-
-
-#: Decoder architectures whose layers fangprune reaches by role (attention q/k/v/o, MLP gate/up/down, norms).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
-#: Multimodal model_type -> the model_type of the text decoder its config nests (pruned alone; nested_text.py).
-NESTED_TEXT = {"gemma3": "gemma3_text"}
-
-
-def _local_model_type(src: dict) -> str | None:
-    """model_type from a local directory's config.json (None for hub ids, GGUF files and random models)."""
-    if src["kind"] != "dir":
-        return None
-    cfg = Path(src["path"]) / "config.json"
-    if not cfg.exists():
-        return None
-    import json
-
-    mtype = json.loads(cfg.read_text()).get("model_type")
-    return NESTED_TEXT.get(mtype, mtype)  # a multimodal checkpoint is pruned as its nested text model
-
-
-#: Tiny random models for tests and CI: name -> (architecture, config overrides of testing.tiny_config).
-RANDOM_MODELS = {
-    "llama": ("llama", {}),  # GQA 4 query / 2 KV heads
-    "llama-mha": ("llama", {"num_key_value_heads": 4}),  # LLaMA-1/2 style multi-head attention
-    "qwen2": ("qwen2", {}),  # GQA with q/k/v biases
-    "mistral": ("mistral", {}),
-    "gemma3": ("gemma3_text", {}),  # 1 KV head, q/k norms, four norms per layer, sliding + global layers
-}
-
-
-def resolve_source(source: str) -> dict[str, str | None]:
-    """Classify a model source. Returns {kind: hub|dir|gguf|random, path, gguf_file}; raises FileNotFoundError
-    for a local path that does not exist. ``random:<name>`` is a tiny random model (tests, CI; see RANDOM_MODELS)."""
-    if source.startswith("random:"):
-        name = source[7:]
-        if name not in RANDOM_MODELS:
-            raise FileNotFoundError(f"random models exist for {', '.join(RANDOM_MODELS)}, not {name!r}")
-        return {"kind": "random", "path": name, "gguf_file": None}
-    if source.startswith("pkg:"):
-        pkg, _, rel = source[4:].partition("/")
-        spec = importlib.util.find_spec(pkg)
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(
-                f"python package {pkg!r} is not installed (source {source!r}): pip install {pkg.replace('_', '-')}"
-            )
-        if not rel:  # a package that assembles its model file (chunks shipped as separate packages)
-            return resolve_source(str(_assembled(pkg, source)))
-        path = Path(next(iter(spec.submodule_search_locations))) / rel
-        return resolve_source(str(path))
-    path = Path(source).expanduser()
-    looks_local = source.startswith(("/", ".", "~")) or source.endswith(".gguf") or path.exists()
-    if not looks_local:
-        if source.count("/") != 1:
-            raise FileNotFoundError(f"{source!r} is neither an existing path nor a hub id of the form org/name")
-        return {"kind": "hub", "path": source, "gguf_file": None}
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise FileNotFoundError(f"{str(path)!r} is a file but not a .gguf model")
-        return {"kind": "gguf", "path": str(path.parent.resolve()), "gguf_file": path.name}
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"directory {str(path)!r} has no config.json")
-    return {"kind": "dir", "path": str(path.resolve()), "gguf_file": None}
-
-
-def _assembled(pkg: str, source: str) -> Path:
-    """The file a ``pkg:<package>`` source assembles with the package's ``assemble()`` (checksum checked there)."""
-    import importlib
-
-    module = importlib.import_module(pkg)
-    assemble = getattr(module, "assemble", None)
-    if not callable(assemble):
-        raise FileNotFoundError(f"{source!r}: package {pkg!r} has no assemble(); name a file: pkg:{pkg}/<file>")
-    try:
-        return Path(assemble())
-    except (OSError, ValueError, ImportError) as exc:  # missing chunk packages, bad checksum
-        raise FileNotFoundError(
-            f"{source!r}: {pkg}.assemble() failed ({exc}); reinstall with pip install {pkg.replace('_', '-')}"
-        ) from None
 
 
 def data_dir(config: dict) -> str | None:

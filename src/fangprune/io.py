@@ -36,8 +36,9 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
         tmp = Path(name)
     try:
         yield tmp
-        # mkdtemp / mkstemp create 0700 / 0600; give the result the user's normal permissions, like any output
-        os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
+        # mkdtemp / mkstemp create 0700 / 0600, and writers inside a directory may do the same (safetensors
+        # shards come out 0600): give every file the user's normal permissions, so a group can share results
+        normal_permissions(tmp)
         if directory and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -47,6 +48,17 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def normal_permissions(path: str | os.PathLike) -> None:
+    """chmod ``path`` (and, for a directory, everything under it) to what a plain ``open``/``mkdir`` would
+    have given under the current umask: 0666 / 0777 minus the umask."""
+    mask = _umask()
+    path = Path(path)
+    entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for entry in entries:
+        if not entry.is_symlink():
+            os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~mask)
 
 
 def _umask() -> int:
@@ -130,7 +142,7 @@ def timed_step(name: str) -> Iterator[dict]:
 
 def provenance() -> dict[str, Any]:
     """What produced an artifact: code version and library versions."""
-    from . import __version__
+    from fangprune import __version__
 
     info: dict[str, Any] = {"fangprune": __version__, "python": platform.python_version()}
     from importlib.metadata import PackageNotFoundError, version

@@ -9,8 +9,8 @@ import random
 import numpy as np
 import torch
 
-from .io import setup_logging
-from .models import pick_device
+from fangprune.io import setup_logging
+from fangprune.modeling.models import pick_device
 
 log = logging.getLogger("fangprune")
 _LIMITS: list = []  # keeps the thread-pool limits alive for the process
@@ -50,9 +50,9 @@ def from_snakemake(smk) -> torch.device:
 
 def dense_engine(model_dir: str, windows_path: str, dtype: str, device: torch.device, batch_size: int = 1):
     """Load the dense model and the calibration windows into a LayerwiseEngine; return (engine, calibration)."""
-    from .engine import LayerwiseEngine
-    from .io import load_torch
-    from .models import load_model
+    from fangprune.core.engine import LayerwiseEngine
+    from fangprune.io import load_torch
+    from fangprune.modeling.models import load_model
 
     calib = load_torch(windows_path)
     model = load_model(model_dir, dtype=dtype)

@@ -3,10 +3,10 @@ column norm, heads untouched. Importing this module registers it; nothing in fan
 
 import torch
 
+from fangprune.core.selection import lowest
+from fangprune.core.surgery import complement, keep_channels
 from fangprune.methods.base import StructuredPruner
 from fangprune.methods.registry import Method, register
-from fangprune.selection import lowest
-from fangprune.surgery import complement, keep_channels
 
 
 class LowestNormPruner(StructuredPruner):

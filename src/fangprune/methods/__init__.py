@@ -1,5 +1,11 @@
 """Pruning methods: one module per method, each registering a ``registry.Method``."""
 
-from .registry import Method, get_method, methods, register, resolve_method
+from fangprune.methods.registry import (
+    Method,
+    get_method,
+    methods,
+    register,
+    resolve_method,
+)
 
 __all__ = ["Method", "get_method", "methods", "register", "resolve_method"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models import LayerRoles
-from ..selection import layer_budget
+from fangprune.core.selection import layer_budget
+from fangprune.modeling.models import LayerRoles
 
 
 class StructuredPruner:

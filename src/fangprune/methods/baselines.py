@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import torch
 
-from ..models import LayerRoles
-from ..selection import lowest, lowest_per_group, unit_scores
-from ..surgery import complement, head_unit_of, keep_channels, keep_kv_groups, keep_query_heads, query_units
-from .base import StructuredPruner
-from .registry import COMMON_PARAMS, Method, register
+from fangprune.core.selection import lowest, lowest_per_group, unit_scores
+from fangprune.core.surgery import (
+    complement,
+    head_unit_of,
+    keep_channels,
+    keep_kv_groups,
+    keep_query_heads,
+    query_units,
+)
+from fangprune.methods.base import StructuredPruner
+from fangprune.methods.registry import COMMON_PARAMS, Method, register
+from fangprune.modeling.models import LayerRoles
 
 
 class _ChannelScorePruner(StructuredPruner):

@@ -25,14 +25,25 @@ from __future__ import annotations
 
 import torch
 
-from ..models import LayerRoles
-from ..obs import HessianAccumulator, column_saliency, dampened_inverse, obs_compensate, prune_columns
-from ..reweighting import REWEIGHTING, alpha_weights, effective_fraction
-from ..selection import split_evenly
-from ..surgery import complement, head_unit_of, keep_channels
-from .base import StructuredPruner
-from .obc import OBS_DEFAULTS, OBS_SCHEMA, prune_attention_obc, prune_channels_obc
-from .registry import Method, ParamError, register
+from fangprune.core.obs import (
+    HessianAccumulator,
+    column_saliency,
+    dampened_inverse,
+    obs_compensate,
+    prune_columns,
+)
+from fangprune.core.selection import split_evenly
+from fangprune.core.surgery import complement, head_unit_of, keep_channels
+from fangprune.fang.reweighting import REWEIGHTING, alpha_weights, effective_fraction
+from fangprune.methods.base import StructuredPruner
+from fangprune.methods.obc import (
+    OBS_DEFAULTS,
+    OBS_SCHEMA,
+    prune_attention_obc,
+    prune_channels_obc,
+)
+from fangprune.methods.registry import Method, ParamError, register
+from fangprune.modeling.models import LayerRoles
 
 
 class OFangPruner(StructuredPruner):

@@ -31,12 +31,23 @@ import math
 import torch
 from torch import nn
 
-from ..engine import input_hooks
-from ..models import LayerRoles, roles
-from ..reweighting import alpha_weights
-from ..selection import channel_budget, lowest, split_evenly, unit_budget, unit_scores
-from ..surgery import complement, keep_channels, keep_kv_groups, kv_group_columns
-from .registry import Method, ParamError, register
+from fangprune.core.engine import input_hooks
+from fangprune.core.selection import (
+    channel_budget,
+    lowest,
+    split_evenly,
+    unit_budget,
+    unit_scores,
+)
+from fangprune.core.surgery import (
+    complement,
+    keep_channels,
+    keep_kv_groups,
+    kv_group_columns,
+)
+from fangprune.fang.reweighting import alpha_weights
+from fangprune.methods.registry import Method, ParamError, register
+from fangprune.modeling.models import LayerRoles, roles
 
 log = logging.getLogger(__name__)
 

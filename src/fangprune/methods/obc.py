@@ -2,16 +2,21 @@
 
 Heads: block saliency of each head unit's o_proj columns; MLP channels: Eq. 9 on down_proj's columns. The units
 with the lowest saliency are pruned at once ("noiter"), then compensated jointly (Eq. 10); ``obc_variant:
-iterative`` is Alg. 1 (one unit at a time). The OBS math lives in ``fangprune.obs``.
+iterative`` is Alg. 1 (one unit at a time). The OBS math lives in ``fangprune.core.obs``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..models import LayerRoles
-from ..obs import OBC_VARIANTS, HessianAccumulator, dampened_inverse, prune_blocks, prune_columns
-from ..surgery import (
+from fangprune.core.obs import (
+    OBC_VARIANTS,
+    HessianAccumulator,
+    dampened_inverse,
+    prune_blocks,
+    prune_columns,
+)
+from fangprune.core.surgery import (
     DEFAULT_HEAD_UNIT,
     complement,
     head_columns,
@@ -22,8 +27,9 @@ from ..surgery import (
     kv_group_columns,
     query_units,
 )
-from .base import StructuredPruner
-from .registry import COMMON_PARAMS, Method, register
+from fangprune.methods.base import StructuredPruner
+from fangprune.methods.registry import COMMON_PARAMS, Method, register
+from fangprune.modeling.models import LayerRoles
 
 
 def prune_attention_obc(

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import torch
 
-from ..models import LayerRoles
-from ..obs import dampened_inverse, sparsegpt_prune
-from ..selection import active_permutation_scope, parse_pattern
-from .registry import Method, ParamError, register
-from .unstructured_base import (
+from fangprune.core.obs import dampened_inverse, sparsegpt_prune
+from fangprune.core.selection import parse_pattern
+from fangprune.methods.registry import Method, ParamError, register
+from fangprune.methods.unstructured_base import (
     INPUT_OF,
     UNSTRUCTURED_DEFAULTS,
     UNSTRUCTURED_SCHEMA,
     UnstructuredPruner,
     check_unstructured,
 )
-
+from fangprune.modeling.checkpoint import active_permutation_scope
+from fangprune.modeling.models import LayerRoles
 
 # Scores are computed in the dtype of ``xnorm`` (fp64 for ``numerics: exact``, fp32 for ``reference``).
 

@@ -33,18 +33,17 @@ from __future__ import annotations
 
 import torch
 
-from ..models import LayerRoles
-from ..obs import HessianAccumulator, sparsegpt_prune
-from ..remote.modeling_fangprune import LowRankLinear
-from ..selection import (
-    active_permutation_scope,
+from fangprune.core.obs import HessianAccumulator, sparsegpt_prune
+from fangprune.core.selection import (
     lsa_permutation,
     parse_pattern,
     prune_mask,
     reallocation_permutation,
-    stored_pattern,
 )
-from .registry import ParamError
+from fangprune.methods.registry import ParamError
+from fangprune.modeling.checkpoint import active_permutation_scope, stored_pattern
+from fangprune.modeling.models import LayerRoles
+from fangprune.modeling.remote.modeling_fangprune import LowRankLinear
 
 INPUT_OF = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o", "gate": "mlp_in", "up": "mlp_in", "down": "down"}
 PATTERNS = ["unstructured", "1:4", "2:4", "3:4", "4:8"]

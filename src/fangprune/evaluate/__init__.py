@@ -1,0 +1,2 @@
+"""Evaluations of a checkpoint: perplexity, lm-eval zero-shot accuracy, speed, held-out reconstruction
+diagnostics."""

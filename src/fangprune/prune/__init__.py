@@ -1,0 +1,1 @@
+"""The pruning driver: a registered method applied layer by layer through the core engine."""
