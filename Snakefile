@@ -19,6 +19,7 @@ include: "rules/prune.smk"
 include: "rules/evaluate.smk"
 include: "rules/zeroshot.smk"
 include: "rules/speed.smk"
+include: "rules/export.smk"
 include: "rules/tables.smk"
 include: "rules/costs.smk"
 
@@ -42,3 +43,4 @@ rule all:
         PLOT,
         DIAGNOSTICS if config["diagnostics"]["holdout_windows"] else [],
         COSTS,
+        all_exports(),

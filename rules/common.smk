@@ -76,6 +76,7 @@ wildcard_constraints:
     ),
     task=_alternatives(ZS_TASKS or ["none"]),
     dataset=_alternatives(PPL_DATASETS),
+    gguf_type="f32|f16|bf16|q8_0|q4_0",
 
 
 def model_dtype(model):
@@ -102,6 +103,8 @@ PPL_DENSE = f"{RES}/eval/ppl/{{dataset}}/{{model}}/dense.json"
 ZEROSHOT = f"{RES}/eval/zeroshot/{{model}}/{{method}}/sp{{sparsity}}/{{task}}.json"
 ZEROSHOT_DENSE = f"{RES}/eval/zeroshot/{{model}}/dense/{{task}}.json"
 SPEED = f"{RES}/eval/speed/{{model}}/{{method}}/sp{{sparsity}}.json"
+GGUF = f"{RES}/export/gguf/{{model}}/{{method}}/sp{{sparsity}}.{{gguf_type}}.gguf"
+GGUF_DENSE = f"{RES}/export/gguf/{{model}}/dense.{{gguf_type}}.gguf"
 TABLE_NAMES = (
     ["table1"]
     + (["table2"] if set(ZS_TASKS) - {"mmlu"} else [])
@@ -211,6 +214,15 @@ def all_speed():
     if not config["speed"]["enabled"]:
         return []
     return expand(SPEED, model=MODELS, method=list(METHODS), sparsity=SPARSITIES)
+
+
+def all_exports():
+    types = config["export"]["gguf"]
+    files = expand(GGUF_DENSE, model=MODELS, gguf_type=types)
+    files += expand(
+        GGUF, model=MODELS, method=list(METHODS), sparsity=SPARSITIES, gguf_type=types
+    )
+    return files
 
 
 def zeroshot_param(key):

@@ -2,6 +2,7 @@ rule costs:
     input:
         TABLES,
         PLOT,
+        all_exports(),
     output:
         csv=report(COSTS[0], category="Costs"),
         md=report(COSTS[1], category="Costs"),

@@ -10,7 +10,12 @@ import torch
 from conftest import random_windows, tiny_model
 
 from fangprune.methods import resolve_method
-from fangprune.modeling.checkpoint import layer_sizes, load_pruned, save_pruned, uniform_config
+from fangprune.modeling.checkpoint import (
+    layer_sizes,
+    load_pruned,
+    save_pruned,
+    uniform_config,
+)
 from fangprune.modeling.models import count_params, decoder_layers, roles
 from fangprune.prune.driver import prune_model
 

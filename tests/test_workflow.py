@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -115,8 +116,12 @@ def test_bad_config_fails_before_any_job(tmp_path, override, key):
 @pytest.mark.slow
 def test_full_workflow_on_tiny_llama(tmp_path):
     ablation = {"title": "an ablation table", "reference": "obc", "methods": ["obc", "o-fang"]}
-    wd = write_config(tmp_path, tables={"ablations": {"table_ab": ablation}})
-    run(wd, "--cores", "2")
+    wd = write_config(tmp_path, tables={"ablations": {"table_ab": ablation}}, export={"gguf": ["q8_0"]})
+    old_umask = os.umask(0o022)
+    try:
+        run(wd, "--cores", "2")
+    finally:
+        os.umask(old_umask)
     rows = list(csv.DictReader(open(wd / "results/tables/metrics.csv")))
     got = {(r["method"], float(r["sparsity"]), r["metric"]): float(r["value"]) for r in rows}
     for method, sp in [("dense", 0.0), ("obc", 0.2), ("obc", 0.4), ("o-fang", 0.2), ("o-fang", 0.4)]:
@@ -156,6 +161,25 @@ def test_full_workflow_on_tiny_llama(tmp_path):
     assert costs[("prune", "tiny-llama")]["jobs"] == "4" and costs[("evaluate_zeroshot", "tiny-llama")]["jobs"] == "15"
     assert costs[("cluster", "tiny-llama")]["jobs"] == "1" and float(costs[("prune", "tiny-llama")]["max_rss_mb"]) > 0
     assert int(costs[("total", "all")]["jobs"]) == sum(int(r["jobs"]) for k, r in costs.items() if k[0] != "total")
+    # every checkpoint and the dense model as a q8_0 GGUF that llama.cpp runs; uniform obc as plain llama
+    reports = {p.name: json.loads(p.read_text()) for p in (wd / "results/export/gguf").rglob("*.gguf.json")}
+    assert len(reports) == 5 and costs[("export_gguf", "tiny-llama")]["jobs"] == "5"
+    obc = json.loads((wd / "results/export/gguf/tiny-llama/obc/sp0.40.q8_0.gguf.json").read_text())
+    fang = json.loads((wd / "results/export/gguf/tiny-llama/o-fang/sp0.40.q8_0.gguf.json").read_text())
+    assert obc["architecture"] == "llama" and fang["architecture"] == "deci"
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=fang["gguf"] if os.path.isabs(fang["gguf"]) else str(wd / fang["gguf"]), n_ctx=32,
+                logits_all=True, n_threads=1, verbose=False)
+    try:
+        llm.eval([1, 2, 3, 4])
+        assert all(math.isfinite(x) for x in llm.scores[3][:100])
+    finally:
+        llm.close()
+    # every file a user takes away (prepared model, checkpoints, exports) has the umask's permissions
+    for sub in ("models", "pruned", "export"):
+        files = [p for p in (wd / "results" / sub).rglob("*") if p.is_file()]
+        assert files and {p.stat().st_mode & 0o777 for p in files} == {0o644}, sub
     # the HTML report embeds the tables and the plot
     run(wd, "--report", str(wd / "report.html"))
     html = (wd / "report.html").read_text()

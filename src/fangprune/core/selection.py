@@ -50,11 +50,27 @@ def layer_budget(r: LayerRoles, sp: float, params: dict, max_channels: int) -> t
         n_channels = math.floor(sp * n + 1e-9)
     else:
         n_channels = channel_budget(r, sp, n_units, head_unit)
+    n_channels = round_to_width_multiple(n, n_channels, params.get("width_multiple", 1), max_channels)
     if n_channels > max_channels:
         raise ValueError(
             f"sparsity {sp:.3f} needs {n_channels} of {n} MLP channels but at most {max_channels} can be removed"
         )
     return n_units, n_channels
+
+
+def round_to_width_multiple(width: int, n_channels: int, multiple: int, max_channels: int) -> int:
+    """Channels to remove so the kept width ``width - n_channels`` is the multiple of ``multiple`` nearest to it
+    (at least one multiple, at most the largest multiple <= ``width``); where removing that many would exceed
+    ``max_channels``, the next larger kept width that is a multiple. ``multiple`` 1 changes nothing."""
+    if multiple <= 1:
+        return n_channels
+    top = width // multiple * multiple
+    if top == 0:
+        raise ValueError(f"MLP width {width} is smaller than width_multiple {multiple}")
+    kept = min(max(multiple, round((width - n_channels) / multiple) * multiple), top)
+    while width - kept > max_channels and kept + multiple <= top:
+        kept += multiple
+    return width - kept
 
 
 def split_evenly(total: int, parts: int) -> list[int]:

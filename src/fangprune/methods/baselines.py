@@ -66,7 +66,7 @@ class MagnitudeSPPruner(_ChannelScorePruner):
         return torch.linalg.vector_norm(W.double(), dim=0)
 
 
-_SP_DEFAULTS = {"allocation": "uniform", "prune_attention": True, "module_balance": "layer_params"}
+_SP_DEFAULTS = {"allocation": "uniform", "prune_attention": True, "module_balance": "layer_params", "width_multiple": 1}
 
 WANDA_SP = register(
     Method(

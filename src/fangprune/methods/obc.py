@@ -113,6 +113,7 @@ OBS_DEFAULTS = {
     "percdamp": 0.01,
     "prune_attention": True,
     "module_balance": "layer_params",
+    "width_multiple": 1,
     "obc_variant": "one-shot",
 }
 

@@ -62,6 +62,15 @@ COMMON_PARAMS = {
         ),
     },
     "tau": {"type": "number", "exclusiveMinimum": 0, "description": "Softmax temperature of alpha (Eq. 6)."},
+    "width_multiple": {
+        "type": "integer",
+        "minimum": 1,
+        "description": (
+            "Every kept MLP width is a multiple of this (1 = the paper: any width). Each layer's kept width is "
+            "rounded to the nearest multiple, so the model's total stays within half a multiple per layer of "
+            "the target; 32 lets whole rows quantize in GGUF, 64/128 suit CPU and GPU matmul kernels."
+        ),
+    },
 }
 
 class ParamError(ValueError):
