@@ -151,3 +151,18 @@ def test_llama_cpp_perplexity_pairs_with_the_workflows_on_the_same_windows(tmp_p
     assert engine["windows"] == ours["windows"] == 3
     assert np.allclose(engine["window_nll"], ours["window_nll"], rtol=1e-4)
     assert abs(engine["ppl"] / ours["ppl"] - 1) < 1e-3
+
+
+def test_llama_cpp_speed_reports_both_files_and_their_ratio(tmp_path):
+    from fangprune.evaluate.engine_speed import llamacpp_speed
+
+    _pruned("llama", "obc", [0.5] * 3, tmp_path, allocation="uniform")
+    export_gguf(tmp_path / "ckpt", tmp_path / "p.gguf", "f32", tokenizer_gguf_for(SMOLLM2_GGUF))
+    dense = tiny_model("llama", vocab_size=VOCAB, num_attention_heads=4, num_key_value_heads=2)
+    save_pruned(dense, None, tmp_path / "dense", {"method": "dense"}, structured=False)
+    export_gguf(tmp_path / "dense", tmp_path / "d.gguf", "f32", tokenizer_gguf_for(SMOLLM2_GGUF))
+    res = llamacpp_speed(str(tmp_path / "d.gguf"), str(tmp_path / "p.gguf"), prompt_len=32, gen_tokens=4,
+                         repeats=3, threads=1)
+    for key in ("dense_prompt_tps", "pruned_prompt_tps", "dense_gen_tps", "pruned_gen_tps", "prompt_speedup"):
+        s = res[key]
+        assert s["n"] == 3 and 0 < s["min"] <= s["median"] <= s["max"]
