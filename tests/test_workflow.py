@@ -162,7 +162,7 @@ def test_full_workflow_on_tiny_llama(tmp_path):
     assert costs[("cluster", "tiny-llama")]["jobs"] == "1" and float(costs[("prune", "tiny-llama")]["max_rss_mb"]) > 0
     assert int(costs[("total", "all")]["jobs"]) == sum(int(r["jobs"]) for k, r in costs.items() if k[0] != "total")
     # every checkpoint and the dense model as a q8_0 GGUF that llama.cpp runs; uniform obc as plain llama
-    reports = {p.name: json.loads(p.read_text()) for p in (wd / "results/export/gguf").rglob("*.gguf.json")}
+    reports = {str(p): json.loads(p.read_text()) for p in (wd / "results/export/gguf").rglob("*.gguf.json")}
     assert len(reports) == 5 and costs[("export_gguf", "tiny-llama")]["jobs"] == "5"
     obc = json.loads((wd / "results/export/gguf/tiny-llama/obc/sp0.40.q8_0.gguf.json").read_text())
     fang = json.loads((wd / "results/export/gguf/tiny-llama/o-fang/sp0.40.q8_0.gguf.json").read_text())
