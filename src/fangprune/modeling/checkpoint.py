@@ -73,12 +73,17 @@ def uniform_config(sizes: list[dict], config) -> dict | None:
     if first["o_proj_bias"] or first["down_proj_bias"]:
         return None
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return {
+    plain = {
         "num_attention_heads": first["num_attention_heads"],
         "num_key_value_heads": first["num_key_value_heads"],
         "intermediate_size": first["intermediate_size"],
         "head_dim": head_dim,
     }
+    try:  # the base config class must accept the sizes (Gemma 3 wants hidden_size % num_attention_heads == 0)
+        type(config).from_dict({**config.to_dict(), **plain})
+    except Exception:  # noqa: BLE001 - any validation failure means: keep the per-layer format
+        return None
+    return plain
 
 
 #: config.json key of a zeroed (unstructured / N:M) checkpoint: pattern and actual sparsity of every projection.
