@@ -14,8 +14,9 @@ import re
 import time
 from pathlib import Path
 
-from fangprune.data import evaluation_text, protocol_windows, with_bos
+from fangprune.data import evaluation_text, protocol_windows
 from fangprune.evaluate.engine_ppl import llamacpp_perplexity
+from fangprune.evaluate.perplexity import evaluation_windows
 from fangprune.modeling.models import load_tokenizer
 from fangprune.report import stats
 
@@ -36,8 +37,8 @@ def main():
     tok = load_tokenizer(str(run / "results/models" / args.model))
     text = evaluation_text(args.dataset, args.data_dir)
     ids = tok(text.text, return_tensors="pt", add_special_tokens=False).input_ids[0]
-    n = min(ids.numel() // args.seqlen, protocol_windows(args.dataset, args.max_windows) or 10**9)
-    windows = with_bos(ids[: n * args.seqlen].reshape(n, args.seqlen), None)
+    windows = evaluation_windows(ids, args.seqlen, protocol_windows(args.dataset, args.max_windows))
+    n = windows.shape[0]
     rows = []
     for g in args.ggufs:
         m = re.search(r"/([^/]+)/(?:(sp[\d.]+)|dense)\.([a-z0-9_]+)\.gguf$", g)

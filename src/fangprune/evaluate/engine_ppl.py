@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 from tqdm.auto import tqdm
 
 
@@ -25,9 +26,7 @@ def llamacpp_perplexity(gguf_path: str, windows: torch.Tensor, threads: int = 2)
             llm.reset()
             llm.eval(row)
             logits = np.asarray(llm.scores[: seqlen - 1], dtype=np.float64)
-            top = logits.max(axis=1, keepdims=True)
-            logz = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-            nll = logz - logits[np.arange(seqlen - 1), row[1:]]
+            nll = logsumexp(logits, axis=1) - logits[np.arange(seqlen - 1), row[1:]]
             window_nll.append(float(nll.mean()))
     finally:
         llm.close()

@@ -8,8 +8,11 @@ import time
 
 import numpy as np
 
+from fangprune.evaluate.speed import speedups
+
 
 def _timed_run(llm, prompt: list[int], gen: list[int]) -> tuple[float, float]:
+    """Seconds of the prompt and of the generated tokens."""
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(prompt)
@@ -17,7 +20,7 @@ def _timed_run(llm, prompt: list[int], gen: list[int]) -> tuple[float, float]:
     for tok in gen:  # one token at a time, as generation does (fixed tokens: sampling costs nothing here)
         llm.eval([tok])
     t2 = time.perf_counter()
-    return len(prompt) / (t1 - t0), len(gen) / (t2 - t1)
+    return t1 - t0, t2 - t1
 
 
 def _spread(values: list[float]) -> dict:
@@ -46,14 +49,14 @@ def llamacpp_speed(dense_gguf: str, pruned_gguf: str, prompt_len: int = 512, gen
     finally:
         for m in models.values():
             m.close()
-    pp = [p[0] / d[0] for d, p in zip(runs["dense"], runs["pruned"])]
-    tg = [p[1] / d[1] for d, p in zip(runs["dense"], runs["pruned"])]
-    return {
+    seconds = {(k, part): [r[i] for r in runs[k]] for k in runs for i, part in enumerate(("prompt", "gen"))}
+    tokens = {"prompt": prompt_len, "gen": gen_tokens}
+    out = {
         "engine": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
         "threads": threads, "prompt_len": prompt_len, "gen_tokens": gen_tokens, "repeats": repeats,
-        "dense_prompt_tps": _spread([r[0] for r in runs["dense"]]),
-        "pruned_prompt_tps": _spread([r[0] for r in runs["pruned"]]),
-        "dense_gen_tps": _spread([r[1] for r in runs["dense"]]),
-        "pruned_gen_tps": _spread([r[1] for r in runs["pruned"]]),
-        "prompt_speedup": _spread(pp), "gen_speedup": _spread(tg),
     }
+    for (k, part), s in seconds.items():
+        out[f"{k}_{part}_tps"] = _spread([tokens[part] / x for x in s])
+    for part in tokens:
+        out[f"{part}_speedup"] = speedups(seconds[("dense", part)], seconds[("pruned", part)])
+    return out

@@ -15,6 +15,19 @@ from fangprune.modeling.lm_loss import token_nll
 from fangprune.modeling.models import place
 
 
+def evaluation_windows(token_ids: torch.Tensor, seqlen: int, max_windows: int | None = None,
+                       bos_id: int | None = None) -> torch.Tensor:
+    """The non-overlapping windows [n, seqlen] that ``perplexity`` scores (remainder dropped; with ``bos_id``,
+    BOS + ``seqlen - 1`` text tokens each), the first ``max_windows`` of them."""
+    text_len = seqlen - (bos_id is not None)
+    n = token_ids.numel() // text_len
+    if n == 0:
+        raise ValueError(f"evaluation text has {token_ids.numel()} tokens, fewer than seqlen={seqlen}")
+    if max_windows is not None:
+        n = min(n, max_windows)
+    return with_bos(token_ids[: n * text_len].reshape(n, text_len), bos_id)
+
+
 @torch.no_grad()
 def perplexity(
     model: nn.Module,
@@ -27,13 +40,8 @@ def perplexity(
 ) -> dict:
     """exp(mean NLL) over non-overlapping windows; with ``bos_id`` (models trained with BOS at every sequence
     start, e.g. Gemma) each window is BOS + ``seqlen - 1`` text tokens, every text token scored."""
-    text_len = seqlen - (bos_id is not None)
-    n = token_ids.numel() // text_len
-    if n == 0:
-        raise ValueError(f"evaluation text has {token_ids.numel()} tokens, fewer than seqlen={seqlen}")
-    if max_windows is not None:
-        n = min(n, max_windows)
-    windows = with_bos(token_ids[: n * text_len].reshape(n, text_len), bos_id)
+    windows = evaluation_windows(token_ids, seqlen, max_windows, bos_id)
+    n = windows.shape[0]
     device = place(model, device)
     model.eval()
     window_nll = []
