@@ -10,6 +10,7 @@ dense.json), whose per-window NLLs pair with llama.cpp's.
 
 import argparse
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -48,9 +49,10 @@ def main():
         start = time.perf_counter()
         res = llamacpp_perplexity(g, windows, args.threads)
         paired = stats.paired_bootstrap(stats.sample("ppl", res["window_nll"]), stats.sample("ppl", torch_ppl["window_nll"][:n]))
-        rows.append({"gguf": g, "llama_cpp_ppl": res["ppl"], "torch_ppl": torch_ppl["ppl"],
+        torch_n = math.exp(sum(torch_ppl["window_nll"][:n]) / n)  # the PyTorch figure on the same n windows
+        rows.append({"gguf": g, "llama_cpp_ppl": res["ppl"], "torch_ppl": torch_n,
                      "torch_windows": torch_ppl["windows"], "windows": n,
-                     "rel_diff": res["ppl"] / torch_ppl["ppl"] - 1, "ppl_diff": paired,
+                     "rel_diff": res["ppl"] / torch_n - 1, "ppl_diff": paired,
                      "seconds": time.perf_counter() - start, "bytes": Path(g).stat().st_size})
         print(json.dumps(rows[-1]), flush=True)
     if args.out:
