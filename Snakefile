@@ -34,6 +34,7 @@ localrules:
     tables,
     diagnostics,
     costs,
+    deployment_table,
 
 
 rule all:
@@ -44,3 +45,4 @@ rule all:
         DIAGNOSTICS if config["diagnostics"]["holdout_windows"] else [],
         COSTS,
         all_exports(),
+        DEPLOYMENT,

@@ -105,6 +105,13 @@ ZEROSHOT_DENSE = f"{RES}/eval/zeroshot/{{model}}/dense/{{task}}.json"
 SPEED = f"{RES}/eval/speed/{{model}}/{{method}}/sp{{sparsity}}.json"
 GGUF = f"{RES}/export/gguf/{{model}}/{{method}}/sp{{sparsity}}.{{gguf_type}}.gguf"
 GGUF_DENSE = f"{RES}/export/gguf/{{model}}/dense.{{gguf_type}}.gguf"
+ENGINE_PPL = f"{RES}/eval/engine_ppl/{{dataset}}/{{model}}/{{method}}/sp{{sparsity}}.{{gguf_type}}.json"
+ENGINE_PPL_DENSE = (
+    f"{RES}/eval/engine_ppl/{{dataset}}/{{model}}/dense.{{gguf_type}}.json"
+)
+ENGINE_SPEED = (
+    f"{RES}/eval/engine_speed/{{model}}/{{method}}/sp{{sparsity}}.{{gguf_type}}.json"
+)
 TABLE_NAMES = (
     ["table1"]
     + (["table2"] if set(ZS_TASKS) - {"mmlu"} else [])
@@ -126,6 +133,11 @@ DIAGNOSTICS = [
     f"{RES}/tables/reconstruction_error.png",
 ]
 COSTS = [f"{RES}/tables/costs.csv", f"{RES}/tables/costs.md"]
+DEPLOYMENT = (
+    [f"{RES}/tables/deployment.csv", f"{RES}/tables/deployment.md"]
+    if config["export"]["gguf"]
+    else []
+)
 
 
 def method_path(template, wildcards, **extra):
@@ -223,6 +235,32 @@ def all_exports():
         GGUF, model=MODELS, method=list(METHODS), sparsity=SPARSITIES, gguf_type=types
     )
     return files
+
+
+def all_engine_ppl():
+    types, datasets = config["export"]["gguf"], config["export"]["engine"]["perplexity"]
+    files = expand(ENGINE_PPL_DENSE, dataset=datasets, model=MODELS, gguf_type=types)
+    files += expand(
+        ENGINE_PPL,
+        dataset=datasets,
+        model=MODELS,
+        method=list(METHODS),
+        sparsity=SPARSITIES,
+        gguf_type=types,
+    )
+    return files
+
+
+def all_engine_speed():
+    if not config["export"]["engine"]["speed"]:
+        return []
+    return expand(
+        ENGINE_SPEED,
+        model=MODELS,
+        method=list(METHODS),
+        sparsity=SPARSITIES,
+        gguf_type=config["export"]["gguf"],
+    )
 
 
 def zeroshot_param(key):

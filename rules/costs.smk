@@ -3,6 +3,9 @@ rule costs:
         TABLES,
         PLOT,
         all_exports(),
+        all_engine_ppl(),
+        all_engine_speed(),
+        DEPLOYMENT,
     output:
         csv=report(COSTS[0], category="Costs"),
         md=report(COSTS[1], category="Costs"),

@@ -49,3 +49,24 @@ rule diagnostics:
         **cpu_resources(),
     script:
         "../workflow_scripts/diagnostics.py"
+
+
+rule deployment_table:
+    input:
+        exports=[f"{g}.json" for g in all_exports()],
+        engine_ppl=all_engine_ppl(),
+        engine_speed=all_engine_speed(),
+    output:
+        csv=report(DEPLOYMENT[0], category="Tables"),
+        md=report(DEPLOYMENT[1], category="Tables"),
+    log:
+        "logs/tables/deployment.log",
+    benchmark:
+        "benchmarks/tables/deployment.tsv"
+    conda:
+        "../envs/fangprune.yaml"
+    threads: 1
+    resources:
+        **cpu_resources(),
+    script:
+        "../workflow_scripts/deployment_table.py"

@@ -82,3 +82,42 @@ def test_unsupported_architecture_named_before_any_job(tmp_path):
     with pytest.raises(ConfigError) as exc:
         validate_config(cfg)
     assert "'models.m.source': unsupported architecture 'gpt2'" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c, q3: c["models"]["m"].update(source="random:gemma3"),
+         "'export.gguf' with 'models.m' (gemma3_text): Gemma 3 has four norms"),
+        (lambda c, q3: c["models"]["m"].update(source=q3), "'export.gguf' with 'models.m' (qwen3): Qwen3 applies"),
+        (lambda c, q3: c["methods"].update(lr={"algorithm": "wanda", "low_rank": {"rank_ratio": 0.5}}),
+         "'export.gguf' with 'methods.lr.low_rank'"),
+        (lambda c, q3: c.update(evaluation={"datasets": ["wikitext2"]},
+                                export={"gguf": ["f16"], "engine": {"perplexity": ["ptb"]}}),
+         "'export.engine.perplexity': ptb not in evaluation.datasets"),
+    ],
+)
+def test_export_llama_cpp_cannot_represent_is_refused_before_any_job(tmp_path, mutate, message):
+    cfg = base(tmp_path)
+    (tmp_path / "q3").mkdir()
+    (tmp_path / "q3" / "config.json").write_text('{"model_type": "qwen3"}')
+    cfg.update(export={"gguf": ["q8_0"]})
+    mutate(cfg, str(tmp_path / "q3"))
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg)
+    assert message in str(exc.value)
+
+
+def test_export_with_engine_measurements_needs_llama_cpp_python(tmp_path, monkeypatch):
+    import importlib.util
+
+    cfg = base(tmp_path)
+    cfg["models"]["m"]["source"] = "random:llama"
+    cfg.update(export={"gguf": ["q8_0"]})
+    validate_config(copy.deepcopy(cfg))  # llama-cpp-python is installed here (the export tests run it)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    with pytest.raises(ConfigError, match="'export.engine': measuring the GGUF files in llama.cpp needs llama-cpp"):
+        validate_config(copy.deepcopy(cfg))
+    cfg["export"]["engine"] = {"perplexity": [], "speed": False}
+    assert validate_config(cfg)["export"]["gguf"] == ["q8_0"]

