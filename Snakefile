@@ -45,4 +45,4 @@ rule all:
         DIAGNOSTICS if config["diagnostics"]["holdout_windows"] else [],
         COSTS,
         all_exports(),
-        DEPLOYMENT,
+        deployment_tables(),

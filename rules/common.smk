@@ -133,11 +133,7 @@ DIAGNOSTICS = [
     f"{RES}/tables/reconstruction_error.png",
 ]
 COSTS = [f"{RES}/tables/costs.csv", f"{RES}/tables/costs.md"]
-DEPLOYMENT = (
-    [f"{RES}/tables/deployment.csv", f"{RES}/tables/deployment.md"]
-    if config["export"]["gguf"]
-    else []
-)
+DEPLOYMENT = [f"{RES}/tables/deployment.csv", f"{RES}/tables/deployment.md"]
 
 
 def method_path(template, wildcards, **extra):
@@ -235,6 +231,10 @@ def all_exports():
         GGUF, model=MODELS, method=list(METHODS), sparsity=SPARSITIES, gguf_type=types
     )
     return files
+
+
+def deployment_tables():
+    return DEPLOYMENT if config["export"]["gguf"] else []
 
 
 def all_engine_ppl():

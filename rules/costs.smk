@@ -5,7 +5,7 @@ rule costs:
         all_exports(),
         all_engine_ppl(),
         all_engine_speed(),
-        DEPLOYMENT,
+        deployment_tables(),
     output:
         csv=report(COSTS[0], category="Costs"),
         md=report(COSTS[1], category="Costs"),

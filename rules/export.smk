@@ -54,6 +54,7 @@ rule export_gguf_dense:
 ENGINE_PPL_PARAMS = dict(
     seqlen=config["evaluation"]["seqlen"],
     max_windows=config["evaluation"]["max_windows"],
+    engine_windows=config["export"]["engine"]["max_windows"],
     data_dir=DATA_DIR,
     seed=config["seed"],
     model=lambda w: w.model,

@@ -1,4 +1,6 @@
-from fangprune.report.costs import cost_rows, read_benchmarks, to_csv, to_markdown
+import math
+
+from fangprune.report.costs import cost_table, read_benchmarks, to_csv, to_markdown
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -16,18 +18,22 @@ def test_costs_sum_time_and_take_peak_memory_per_rule_and_model(tmp_path):
     bench(b / "prepare_model/m1.tsv", 2.0, "-", 1.5)  # too short for a memory sample
     bench(b / "tables/tables.tsv", 1.0, 50.0, 1.0)
     bench(b / "prune/other/obc/sp0.20.tsv", 99.0, 9999.0, 99.0)  # another sweep's model: left out
-    rows = {(r["rule"], r["model"]): r for r in cost_rows(read_benchmarks(b, ["m1", "m2"]))}
+    table = cost_table(read_benchmarks(b, ["m1", "m2"]))
+    rows = {(r["rule"], r["model"]): r for r in table.to_dict("records")}
     assert rows[("prune", "m1")] == {"rule": "prune", "model": "m1", "jobs": 2, "wall_s": 40.0, "cpu_s": 34.0,
                                      "max_rss_mb": 700.0, "max_job_wall_s": 30.0}
-    assert rows[("prepare_model", "m1")]["max_rss_mb"] is None
+    assert math.isnan(rows[("prepare_model", "m1")]["max_rss_mb"])
     assert rows[("tables", "-")]["jobs"] == 1
     assert rows[("total", "m1")]["wall_s"] == 42.0 and rows[("total", "m1")]["max_rss_mb"] == 700.0
     assert rows[("total", "all")]["jobs"] == 5 and rows[("total", "all")]["wall_s"] == 48.0
     assert ("prune", "other") not in rows
-    assert to_csv(list(rows.values())).splitlines()[0] == "rule,model,jobs,wall_s,cpu_s,max_rss_mb,max_job_wall_s"
-    md = to_markdown(cost_rows(read_benchmarks(b, ["m1", "m2"])))
-    assert "| prune | m1 | 2 | 40.0 | 34.0 | 700 | 30.0 |" in md
-    assert md.splitlines()[-1] == "| **total** | **all** | **5** | **48.0** | **40.5** | **700** | **30.0** |"
+    csv = to_csv(table).splitlines()
+    assert csv[0] == "rule,model,jobs,wall_s,cpu_s,max_rss_mb,max_job_wall_s"
+    assert "prepare_model,m1,1,2.0,1.5,,2.0" in csv and csv[-1] == "total,all,5,48.0,40.5,700.0,30.0"
+    assert [k for k in rows][-3:] == [("total", "m1"), ("total", "m2"), ("total", "all")]
+    md = [[c.strip() for c in line.strip("|").split("|")] for line in to_markdown(table).splitlines()]
+    assert ["prune", "m1", "2", "40.0", "34.0", "700", "30.0"] in md
+    assert md[-1] == ["**total**", "**all**", "**5**", "**48.0**", "**40.5**", "**700**", "**30.0**"]
 
 
 def test_costs_find_the_model_below_a_dataset_folder(tmp_path):
@@ -35,6 +41,6 @@ def test_costs_find_the_model_below_a_dataset_folder(tmp_path):
     bench(b / "evaluate_ppl/wikitext2/m1/dense.tsv", 4.0, 300.0, 3.0)
     bench(b / "evaluate_ppl/ptb/m1/obc/sp0.20.tsv", 6.0, 400.0, 5.0)
     bench(b / "evaluate_ppl/ptb/other/dense.tsv", 9.0, 900.0, 9.0)
-    rows = {(r["rule"], r["model"]): r for r in cost_rows(read_benchmarks(b, ["m1"]))}
+    rows = {(r["rule"], r["model"]): r for r in cost_table(read_benchmarks(b, ["m1"])).to_dict("records")}
     assert rows[("evaluate_ppl", "m1")]["jobs"] == 2 and rows[("evaluate_ppl", "m1")]["wall_s"] == 10.0
     assert rows[("evaluate_ppl", "m1")]["max_rss_mb"] == 400.0 and ("evaluate_ppl", "other") not in rows

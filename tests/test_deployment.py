@@ -42,7 +42,7 @@ def test_rows_join_on_the_file_and_keep_the_config_order_dense_first():
     assert cells[0][:7] == ["model", "method", "sparsity", "type", "arch", "MB", "export s"]
     assert cells[4][:6] == ["m", "o-fang", "40%", "q8_0", "deci", "185.9"] and cells[2][2] == "-"
     assert "1.50x [1.40, 1.60]" in md and "1.60x" in md and "+0.73%" in md
-    assert "n = 32 windows" in md and "threads: 2, median [min, max] over 3 repeats" in md
+    assert "first n = 32 of the workflow's own evaluation windows" in md and "threads: 2, median [min, max] over 3 repeats" in md
 
 
 def test_exports_without_engine_measurements_still_make_a_table():

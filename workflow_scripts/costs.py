@@ -1,12 +1,12 @@
 """The costs table: wall time, CPU time and peak RSS per rule and model, from every job's benchmark file."""
 
-from fangprune.io import atomic_path, setup_logging
-from fangprune.report.costs import cost_rows, read_benchmarks, to_csv, to_markdown
+from fangprune.io import setup_logging, write_text
+from fangprune.report.costs import cost_table, read_benchmarks, to_csv, to_markdown
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(smk.log[0])
-rows = cost_rows(read_benchmarks(smk.params.benchmarks, smk.params.models))
-for path, text in ((smk.output.csv, to_csv(rows)), (smk.output.md, to_markdown(rows))):
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-print(f"costs of {sum(r['jobs'] for r in rows if r['rule'] == 'total' and r['model'] == 'all')} jobs")
+table = cost_table(read_benchmarks(smk.params.benchmarks, smk.params.models))
+write_text(smk.output.csv, to_csv(table))
+write_text(smk.output.md, to_markdown(table))
+total = table[(table["rule"] == "total") & (table["model"] == "all")]
+print(f"costs of {int(total['jobs'].sum())} jobs")

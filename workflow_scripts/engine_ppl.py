@@ -2,6 +2,7 @@
 window with the PyTorch perplexity of the checkpoint it was exported from."""
 
 import json
+import math
 
 from fangprune import runtime
 from fangprune.data import evaluation_text, protocol_windows
@@ -23,11 +24,15 @@ with timed_step("engine_ppl") as step:
     windows = evaluation_windows(ids, p.seqlen, protocol_windows(p.dataset, p.max_windows), bos)
     if windows.shape[0] != torch_ppl["windows"]:
         raise RuntimeError(f"{windows.shape[0]} windows here, {torch_ppl['windows']} in {smk.input.torch_ppl}")
-    result = llamacpp_perplexity(smk.input.gguf, windows, smk.threads)
-engine, ref = stats.sample("ppl", result["window_nll"]), stats.sample("ppl", torch_ppl["window_nll"])
+    n = min(p.engine_windows or windows.shape[0], windows.shape[0])
+    result = llamacpp_perplexity(smk.input.gguf, windows[:n], smk.threads)
+ref_nll = torch_ppl["window_nll"][:n]
+torch_n = math.exp(sum(ref_nll) / n)  # PyTorch's figure on the same n windows
+engine, ref = stats.sample("ppl", result["window_nll"]), stats.sample("ppl", ref_nll)
 write_json(smk.output.metrics, {
     "model": p.model, "method": p.method, "sparsity": p.sparsity, "dataset": p.dataset, "gguf_type": p.gguf_type,
-    "seqlen": p.seqlen, **result, "torch_ppl": torch_ppl["ppl"], "rel_diff": result["ppl"] / torch_ppl["ppl"] - 1,
+    "seqlen": p.seqlen, **result, "torch_ppl": torch_n, "torch_ppl_all_windows": torch_ppl["ppl"],
+    "torch_windows": torch_ppl["windows"], "rel_diff": result["ppl"] / torch_n - 1,
     "stderr": stats.stderr(engine), "ppl_diff": stats.paired_bootstrap(engine, ref, seed=p.seed),
     "resources": step, "provenance": provenance(),
 })

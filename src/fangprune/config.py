@@ -231,8 +231,7 @@ def _check_export(config: dict, methods: dict, check_sources: bool) -> None:
                           "(llama.cpp's perplexity is paired with the PyTorch one of the same windows)")
     if (engine["perplexity"] or engine["speed"]) and importlib.util.find_spec("llama_cpp") is None:
         raise ConfigError(
-            "config key 'export.engine': measuring the GGUF files in llama.cpp needs llama-cpp-python (README, "
-            "'GGUF for llama.cpp'); set 'export.engine: {perplexity: [], speed: false}' to export without measuring")
+            "config key 'export.engine': measuring the GGUF files in llama.cpp needs llama-cpp-python (docs/deployment.md); set 'export.engine: {perplexity: [], speed: false}' to export without measuring")
 
 
 def _check_zeroshot(config: dict) -> None:

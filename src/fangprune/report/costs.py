@@ -7,99 +7,71 @@ time and takes the largest RSS, per rule and model, so a researcher sees what a 
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 FIELDS = ["rule", "model", "jobs", "wall_s", "cpu_s", "max_rss_mb", "max_job_wall_s"]
-
-
-@dataclass
-class Benchmark:
-    rule: str
-    model: str
-    wall_s: float
-    cpu_s: float
-    max_rss_mb: float | None
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):  # "-" or "NA" for jobs too short to sample
-        return None
-
-
 MODELLESS_RULES = ("tables", "costs")
 
 
-def read_benchmarks(root: str | Path, models: list[str]) -> list[Benchmark]:
-    """One ``Benchmark`` per TSV under ``root`` whose model is one of ``models``, or whose rule has no model."""
+def _model_of(rule: str, parts: tuple[str, ...], models: list[str]) -> str | None:
+    if rule in MODELLESS_RULES:
+        return "-"
+    # the model is not always the first folder (evaluate_ppl/<dataset>/<model>/...)
+    names = [*parts[1:-1], Path(parts[-1]).stem]
+    return next((n for n in names if n in models), None)
+
+
+def read_benchmarks(root: str | Path, models: list[str]) -> pd.DataFrame:
+    """One row per benchmark record under ``root`` (``repeat()`` benchmarks have several) whose model is one of
+    ``models``, or whose rule has no model: rule, model, wall_s, cpu_s, max_rss_mb (NaN where Snakemake wrote
+    "-" or "NA" for a job too short to sample)."""
     root = Path(root)
-    out = []
+    frames = []
     for path in sorted(root.rglob("*.tsv")):
         parts = path.relative_to(root).parts
-        rule = parts[0]
-        if rule in MODELLESS_RULES:
-            model = "-"
-        else:
-            # the model is not always the first folder (evaluate_ppl/<dataset>/<model>/...)
-            names = [*parts[1:-1], Path(parts[-1]).stem]
-            model = next((n for n in names if n in models), None)
-            if model is None:
-                continue  # another sweep's model in a shared results directory
-        with path.open() as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t"))
-        for row in rows:  # repeat() benchmarks have several rows
-            out.append(
-                Benchmark(rule, model, _number(row.get("s")) or 0.0, _number(row.get("cpu_time")) or 0.0,
-                          _number(row.get("max_rss")))
-            )
-    return out
+        model = _model_of(parts[0], parts, models)
+        if model is None:
+            continue  # another sweep's model in a shared results directory
+        tsv = pd.read_csv(path, sep="\t", na_values=["-", "NA"])
+        frames.append(pd.DataFrame({"rule": parts[0], "model": model, "wall_s": tsv["s"].fillna(0.0),
+                                    "cpu_s": tsv.get("cpu_time", pd.Series(0.0, index=tsv.index)).fillna(0.0),
+                                    "max_rss_mb": pd.to_numeric(tsv.get("max_rss"), errors="coerce")}))
+    columns = ["rule", "model", "wall_s", "cpu_s", "max_rss_mb"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def cost_rows(benchmarks: list[Benchmark]) -> list[dict]:
+def cost_table(benchmarks: pd.DataFrame) -> pd.DataFrame:
     """Per (rule, model): job count, summed wall and CPU seconds, largest RSS and longest job; then per-model and
     overall totals (rule ``total``; model-less rules such as ``tables`` count only in the overall one)."""
-    groups: dict[tuple[str, str], list[Benchmark]] = {}
-    for b in benchmarks:
-        groups.setdefault((b.rule, b.model), []).append(b)
-    for model in sorted({b.model for b in benchmarks} - {"-"}):
-        groups[("total", model)] = [b for b in benchmarks if b.model == model]
-    if benchmarks:
-        groups[("total", "all")] = list(benchmarks)
-    rows = []
-    for (rule, model), items in groups.items():
-        rss = [b.max_rss_mb for b in items if b.max_rss_mb is not None]
-        rows.append(
-            {
-                "rule": rule,
-                "model": model,
-                "jobs": len(items),
-                "wall_s": round(sum(b.wall_s for b in items), 2),
-                "cpu_s": round(sum(b.cpu_s for b in items), 2),
-                "max_rss_mb": round(max(rss), 1) if rss else None,
-                "max_job_wall_s": round(max(b.wall_s for b in items), 2),
-            }
-        )
-    return sorted(rows, key=lambda r: (r["rule"] == "total", r["model"] == "all", r["rule"], r["model"]))
+    if benchmarks.empty:
+        return pd.DataFrame(columns=FIELDS)
+    agg = dict(jobs=("wall_s", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"),
+               max_rss_mb=("max_rss_mb", "max"), max_job_wall_s=("wall_s", "max"))
+    per_rule = benchmarks.groupby(["rule", "model"], as_index=False).agg(**agg)
+    with_model = benchmarks[benchmarks["model"] != "-"]
+    per_model = with_model.groupby("model", as_index=False).agg(**agg).assign(rule="total")
+    overall = benchmarks.assign(model="all").groupby("model", as_index=False).agg(**agg).assign(rule="total")
+    table = pd.concat([per_rule, per_model, overall], ignore_index=True)[FIELDS]
+    table = table.round({"wall_s": 2, "cpu_s": 2, "max_rss_mb": 1, "max_job_wall_s": 2})
+    order = [table["rule"] == "total", table["model"] == "all", table["rule"], table["model"]]
+    keys = pd.DataFrame({f"k{i}": k for i, k in enumerate(order)})
+    return table.loc[keys.sort_values(list(keys.columns)).index].reset_index(drop=True)
 
 
-def to_csv(rows: list[dict]) -> str:
-    lines = [",".join(FIELDS)]
-    for r in rows:
-        lines.append(",".join("" if r[f] is None else str(r[f]) for f in FIELDS))
-    return "\n".join(lines) + "\n"
+def to_csv(table: pd.DataFrame) -> str:
+    return table.to_csv(index=False)
 
 
-def to_markdown(rows: list[dict]) -> str:
-    head = ["Rule", "Model", "Jobs", "Wall (s)", "CPU (s)", "Max RSS (MB)", "Longest job (s)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|"]
-    for r in rows:
-        rss = "" if r["max_rss_mb"] is None else f"{r['max_rss_mb']:.0f}"
-        cells = [r["rule"], r["model"], str(r["jobs"]), f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", rss,
-                 f"{r['max_job_wall_s']:.1f}"]
-        if r["rule"] == "total":
-            cells = [f"**{c}**" if c else c for c in cells]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def to_markdown(table: pd.DataFrame) -> str:
+    """Seconds to 0.1, RSS to whole MB, total rows bold."""
+    view = pd.DataFrame({
+        "Rule": table["rule"], "Model": table["model"], "Jobs": table["jobs"].astype(str),
+        "Wall (s)": table["wall_s"].map("{:.1f}".format), "CPU (s)": table["cpu_s"].map("{:.1f}".format),
+        "Max RSS (MB)": table["max_rss_mb"].map(lambda x: "" if pd.isna(x) else f"{x:.0f}"),
+        "Longest job (s)": table["max_job_wall_s"].map("{:.1f}".format),
+    })
+    total = table["rule"] == "total"
+    view.loc[total] = view.loc[total].map(lambda c: f"**{c}**" if c else c)
+    return view.to_markdown(index=False, colalign=["left"] * 2 + ["right"] * 5) + "\n"

@@ -69,9 +69,9 @@ def deployment_markdown(frame: pd.DataFrame) -> str:
     notes = ["MB: file size (10^6 bytes); arch: llama when every layer has the same widths, deci otherwise."]
     if datasets:
         n = {int(frame[f"{ds}_n"].iloc[0]) for ds in datasets}
-        notes.append(f"Perplexity through llama.cpp on the workflow's own evaluation windows (n = "
-                     f"{', '.join(map(str, sorted(n)))} windows), next to the PyTorch figure of the same checkpoint "
-                     "and windows; diff = llama.cpp / PyTorch - 1.")
+        notes.append(f"Perplexity through llama.cpp on the first n = {', '.join(map(str, sorted(n)))} of the "
+                     "workflow's own evaluation windows, next to the PyTorch figure of the same checkpoint on the "
+                     "same windows; diff = llama.cpp / PyTorch - 1.")
     if "prompt_median" in frame:
         speed = frame.dropna(subset=["prompt_median"])
         if len(speed):
