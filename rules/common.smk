@@ -19,7 +19,7 @@ from fangprune.config import (
 from fangprune.methods.registry import get_method
 
 try:
-    validate_config(config)
+    validate_config(config, check_sources=workflow.is_main_process)
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 

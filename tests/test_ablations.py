@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import random_windows, tiny_model
+from conftest import markdown_cells, random_windows, tiny_model
 from test_pruning import artifacts
 
 from fangprune.core.obs import dampened_inverse, prune_columns
@@ -153,3 +153,29 @@ def test_global_group_quota_removes_the_lowest_saliencies_across_groups():
     W[:, 3:6] *= 0.01  # group 1's channels matter far less: all removals but its best channel go there
     assert pruner._global_quota(W, 3) == [1, 2]
     assert pruner._global_quota(W, 2) == [0, 2]
+
+
+def test_diagnostics_report_summarises_each_checkpoint_over_its_layers():
+    from fangprune.report.diagnostics import COLUMNS, diagnostics_frame, summary_markdown
+
+    def layer(i, o, d, ess=None):
+        e = {"layer": i, "target_sparsity": 0.4, "achieved_sparsity": 0.4, "reconstruction_error": {
+            "o_proj": o, "down_proj": d}}
+        if ess is not None:
+            e["groups"] = [{"kept": 3, "in_group_ratio": 0.5, "effective_sample_fraction": f, "context_tokens": 10}
+                           for f in ess]
+        return e
+
+    manifests = [
+        {"model": "m", "method": "obc", "sparsity": 0.4, "report": {"layers": [layer(0, 0.1, 0.2), layer(1, 0.3, 0.6)]}},
+        {"model": "m", "method": "o-fang", "sparsity": 0.4,
+         "report": {"layers": [layer(0, 0.2, 0.1, [0.5, 0.7]), layer(1, 0.4, 0.5, [1.0])]}},
+    ]
+    frame = diagnostics_frame(manifests)
+    assert list(frame.columns) == COLUMNS and len(frame) == 4
+    assert frame["ess_mean"].tolist()[2:] == pytest.approx([0.6, 1.0]) and frame["ess_min"].iloc[2] == 0.5
+    assert frame["group_kept"].iloc[2] == "3/3" and frame["ess_mean"].iloc[:2].isna().all()
+    rows = [r for r in markdown_cells(summary_markdown(frame, "2 windows")) if isinstance(r, list)]
+    # per checkpoint: o_proj mean / max, down_proj mean / max over the two layers, mean ESS over layers
+    assert ["o-fang", "40%", "0.3000", "0.4000", "0.3000", "0.5000", "0.800"] in rows
+    assert ["obc", "40%", "0.2000", "0.3000", "0.4000", "0.6000", "-"] in rows

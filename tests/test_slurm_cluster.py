@@ -22,8 +22,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 SCRIPTS = REPO / "tests" / "slurm"
-GPU_RULES = {"cluster", "complexity", "scores", "prune", "evaluate_ppl", "evaluate_dense", "evaluate_speed",
-             "evaluate_zeroshot", "evaluate_zeroshot_dense"}
+# zero-shot and speed jobs ask for the same resources as evaluate_ppl (tests/test_slurm_profile.py checks every
+# rule's sbatch request in dry runs); this run leaves them out to stay within CI's time
+GPU_RULES = {"cluster", "complexity", "scores", "prune", "evaluate_ppl", "evaluate_dense"}
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
@@ -70,7 +71,8 @@ def test_workflow_runs_through_sbatch_reruns_nothing_and_retries_a_failed_job(cl
         resources={"slurm_account": "root", "gpu_partition": "debug", "cpu_partition": "debug",
                    "gpu_mem_mb": 1500, "cpu_mem_mb": 1000, "gpu_runtime": 10, "cpu_runtime": 5},
     )
-    cfg["zeroshot"].update(tasks=["boolq"], limit=2)
+    cfg["zeroshot"].update(tasks=[])
+    cfg["speed"]["enabled"] = False
     cfg["evaluation"]["datasets"] = ["wikitext2"]  # one job per rule
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
 
@@ -85,7 +87,7 @@ def test_workflow_runs_through_sbatch_reruns_nothing_and_retries_a_failed_job(cl
     for jid, rule in jobs:
         assert records[jid]["state"] == "COMPLETED", (rule, records[jid])
         assert ("gres/gpu=1" in records[jid]["tres"]) == (rule in GPU_RULES), (rule, records[jid])
-    for path in ("results/tables/table1.md", "results/tables/costs.md", "results/tables/table2.md"):
+    for path in ("results/tables/table1.md", "results/tables/costs.md"):
         assert (tmp_path / path).is_file(), path
     costs = (tmp_path / "results/tables/costs.csv").read_text()
     assert "prune,tiny-llama,1," in costs and "total,all," in costs

@@ -23,7 +23,9 @@ GPU_RULES = {
     "evaluate_zeroshot_dense", "evaluate_speed", "importance",
 }
 WHOLE_MODEL_RULES = GPU_RULES - {"cluster", "complexity", "prune"}
-LOCAL_RULES = {"all", "calibrate", "holdout", "groups", "allocate", "tables", "diagnostics", "costs"}
+LOCAL_RULES = {
+    "all", "calibrate", "holdout", "groups", "allocate", "tables", "deployment_table", "diagnostics", "costs",
+}
 
 
 def config(tmp_path: Path, **overrides) -> Path:

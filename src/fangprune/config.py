@@ -26,6 +26,7 @@ from fangprune.modeling.sources import (
     local_model_type,
     resolve_source,
     source_model_type,
+    source_shape,
 )
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
@@ -113,6 +114,7 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
                     f"config key 'models.{name}.source': unsupported architecture {mtype!r}; "
                     f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
                 )
+            _check_context(config, resolved, name, source_shape(src))
     _check_zeroshot(config)
     _check_tables(config)
     _check_export(config, resolved, check_sources)
@@ -187,6 +189,27 @@ def _select_methods(config: dict) -> None:
     config["methods"] = {name: params for name, params in config["methods"].items() if name in keep}
     refs = config["tables"]["references"] or {}
     config["tables"]["references"] = {m: r for m, r in refs.items() if m in keep and r in keep}
+
+
+def _check_context(config: dict, methods: dict, model: str, shape: dict | None) -> None:
+    """Every window a job feeds the model fits its context (max_position_embeddings / GGUF context_length):
+    calibration (also a method's own), evaluation, and the speed prompts."""
+    context = (shape or {}).get("context")
+    if not context:
+        return  # a hub id: its config is known only once downloaded
+    lengths = [("calibration.seqlen", config["calibration"]["seqlen"]),
+               ("evaluation.seqlen", config["evaluation"]["seqlen"])]
+    lengths += [(f"methods.{m}.calibration.seqlen", effective(config, full, "calibration")["seqlen"])
+                for m, full in methods.items() if (full.get("calibration") or {}).get("seqlen")]
+    if config["speed"]["enabled"]:
+        lengths.append(("speed.prompt_len", config["speed"]["prompt_len"] + config["speed"]["decode_tokens"]))
+    if config["export"]["gguf"] and config["export"]["engine"]["speed"]:
+        engine = config["export"]["engine"]
+        lengths.append(("export.engine.prompt_len", engine["prompt_len"] + engine["gen_tokens"]))
+    for key, tokens in lengths:
+        if tokens > context:
+            raise ConfigError(f"config key '{key}' ({tokens} tokens): longer than the context of models.{model} "
+                              f"({context} tokens); use at most {context}")
 
 
 def _check_tables(config: dict) -> None:

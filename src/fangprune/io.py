@@ -7,6 +7,7 @@ that looks complete (Snakemake's incomplete-output tracking is the second line o
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -21,6 +22,40 @@ from pathlib import Path
 from typing import Any, Iterator
 
 log = logging.getLogger("fangprune")
+
+
+_TIMINGS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("fangprune_timings", default=None)
+
+
+@contextlib.contextmanager
+def collect_timings() -> Iterator[dict]:
+    """Seconds per named step (``timed``) spent inside the block, e.g. one layer's Hessian accumulation, inverse,
+    selection and compensation; steps outside any collection cost nothing."""
+    out: dict = {}
+    token = _TIMINGS.set(out)
+    try:
+        yield out
+    finally:
+        _TIMINGS.reset(token)
+
+
+@contextlib.contextmanager
+def timed(step: str) -> Iterator[None]:
+    """Add the block's wall time to ``step`` of the innermost ``collect_timings`` (CUDA work is waited for, so a
+    GPU step is not billed to the next one)."""
+    out = _TIMINGS.get()
+    if out is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        out[step] = out.get(step, 0.0) + time.perf_counter() - start
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from fangprune.io import timed
+
 
 class HessianAccumulator:
     """Running H = sum_t x_t x_t^T of a layer's input (fp32)."""
@@ -20,11 +22,12 @@ class HessianAccumulator:
         self.tokens = 0
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1]).float()
-        if self.H is None:
-            self.H = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
-        self.H.addmm_(x.T, x)
-        self.tokens += x.shape[0]
+        with timed("hessian"):
+            x = x.reshape(-1, x.shape[-1]).float()
+            if self.H is None:
+                self.H = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
+            self.H.addmm_(x.T, x)
+            self.tokens += x.shape[0]
 
 
 def dampen(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
@@ -36,6 +39,7 @@ def dampen(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
     return H
 
 
+@timed("inverse")
 def dampened_inverse(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
     """[H + percdamp * mean(diag H) I]^-1 in float64 (pseudo-inverse if Cholesky fails)."""
     H = dampen(H, percdamp)
@@ -45,11 +49,13 @@ def dampened_inverse(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
         return torch.linalg.pinv(H, hermitian=True)
 
 
+@timed("selection")
 def column_saliency(W: torch.Tensor, Hinv: torch.Tensor) -> torch.Tensor:
     """Eq. 9: s_j = ||W[:, j]||^2 / [H^-1]_jj."""
     return (W.to(torch.float64) ** 2).sum(0) / torch.diagonal(Hinv)
 
 
+@timed("selection")
 def block_saliency(W: torch.Tensor, Hinv: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
     """s_B = tr(W_B ([H^-1]_BB)^-1 W_B^T) for each column block B."""
     W = W.to(torch.float64)
@@ -61,6 +67,7 @@ def block_saliency(W: torch.Tensor, Hinv: torch.Tensor, blocks: list[torch.Tenso
     return torch.stack(out)
 
 
+@timed("compensation")
 def obs_compensate(W: torch.Tensor, Hinv: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
     """Eq. 10: remove the columns ``pruned`` of W and update the others to minimise ||WX - W'X||^2."""
     if pruned.numel() == 0:

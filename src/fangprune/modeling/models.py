@@ -279,10 +279,10 @@ def prepare_model(source: str, out_dir: str | Path, dtype: str = "float32", revi
     out_dir = Path(out_dir)
     original, src = source, resolve_source(source)
     if src["kind"] == "random":
-        from fangprune.modeling.sources import RANDOM_MODELS
+        from fangprune.modeling.sources import random_spec
         from fangprune.modeling.tiny import SMOLLM2_GGUF, make_tiny_model
 
-        arch, overrides = RANDOM_MODELS[src["path"]]
+        arch, overrides = random_spec(src["path"])
         make_tiny_model(out_dir, arch, load_tokenizer(SMOLLM2_GGUF), **overrides)
         source = str(out_dir)
     model = load_model(source, dtype=dtype, revision=revision)

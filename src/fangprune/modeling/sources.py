@@ -3,6 +3,7 @@ random model) and which architectures fangprune can prune. Read by validation be
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -32,15 +33,67 @@ GGUF_ARCH_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "g
 def source_model_type(src: dict) -> str | None:
     """model_type of a resolved source without loading weights: a local directory's config.json, a GGUF file's
     architecture key, a random model's family; None for hub ids (known only once downloaded)."""
-    if src["kind"] == "random":
-        return RANDOM_MODELS[src["path"]][0]
-    if src["kind"] == "gguf":
-        import gguf
+    shape = source_shape(src)
+    return shape["model_type"] if shape else local_model_type(src)
 
-        field = gguf.GGUFReader(Path(src["path"]) / src["gguf_file"]).get_field("general.architecture")
-        arch = field.contents() if field is not None else None
-        return GGUF_ARCH_MODEL_TYPE.get(arch, arch)
-    return local_model_type(src)
+
+#: Shape keys of source_shape, from a HF config.
+_HF_KEYS = {"hidden_size": "hidden_size", "intermediate_size": "intermediate_size", "layers": "num_hidden_layers",
+            "heads": "num_attention_heads", "kv_heads": "num_key_value_heads", "head_dim": "head_dim",
+            "vocab_size": "vocab_size", "context": "max_position_embeddings"}
+
+
+def source_shape(src: dict) -> dict | None:
+    """The dimensions of a resolved source without loading weights: model_type, hidden_size, intermediate_size,
+    layers, heads, kv_heads, head_dim, vocab_size and context (tokens), from a local config.json, a GGUF header
+    or a random model's config; None for hub ids (known only once downloaded)."""
+    if src["kind"] == "random":
+        from fangprune.modeling.tiny import tiny_config
+
+        arch, overrides = random_spec(src["path"])
+        cfg = tiny_config(arch, **overrides).to_dict()
+    elif src["kind"] == "gguf":
+        return dict(_gguf_shape(str(Path(src["path"]) / src["gguf_file"])))
+    elif src["kind"] == "dir" and (Path(src["path"]) / "config.json").exists():
+        import json
+
+        cfg = json.loads((Path(src["path"]) / "config.json").read_text())
+        cfg = cfg.get("text_config", cfg) if cfg.get("model_type") in NESTED_TEXT else cfg
+        cfg["model_type"] = NESTED_TEXT.get(cfg.get("model_type"), cfg.get("model_type"))
+    else:
+        return None
+    shape = {key: cfg.get(hf) for key, hf in _HF_KEYS.items()}
+    shape["kv_heads"] = shape["kv_heads"] or shape["heads"]
+    if not shape["head_dim"] and shape["heads"]:
+        shape["head_dim"] = shape["hidden_size"] // shape["heads"]
+    return {"model_type": cfg.get("model_type"), **shape}
+
+
+@functools.lru_cache(maxsize=8)
+def _gguf_shape(path: str) -> tuple:
+    """source_shape of a GGUF file from its header (llama.cpp's key names; read once per process: opening a
+    GGUF with the tokenizer's arrays takes seconds)."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+
+    def get(key):
+        field = reader.get_field(key)
+        return field.contents() if field is not None else None
+
+    arch = get("general.architecture")
+    heads = get(f"{arch}.attention.head_count")
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    shape = {
+        "model_type": GGUF_ARCH_MODEL_TYPE.get(arch, arch), "hidden_size": get(f"{arch}.embedding_length"),
+        "intermediate_size": get(f"{arch}.feed_forward_length"), "layers": get(f"{arch}.block_count"),
+        "heads": heads, "kv_heads": get(f"{arch}.attention.head_count_kv") or heads,
+        "head_dim": get(f"{arch}.attention.key_length"),
+        "vocab_size": len(tokens.data) if tokens is not None else None, "context": get(f"{arch}.context_length"),
+    }
+    if not shape["head_dim"] and heads:
+        shape["head_dim"] = shape["hidden_size"] // heads
+    return tuple(shape.items())
 
 
 #: Tiny random models for tests and CI: name -> (architecture, config overrides of testing.tiny_config).
@@ -53,13 +106,31 @@ RANDOM_MODELS = {
 }
 
 
+def random_spec(name: str) -> tuple[str, dict]:
+    """(model_type, config overrides) of ``random:<name>``: a tiny model (RANDOM_MODELS) or a real-width shape
+    preset ``<preset>[:<layers>]`` (modeling/shapes.py)."""
+    from fangprune.modeling.shapes import parse_preset, preset_config
+
+    if name in RANDOM_MODELS:
+        return RANDOM_MODELS[name]
+    if parse_preset(name) is not None:
+        return preset_config(name)
+    from fangprune.modeling.shapes import SHAPES
+
+    raise FileNotFoundError(f"random models exist for {', '.join(RANDOM_MODELS)} and the shape presets "
+                            f"{', '.join(SHAPES)} (<preset>[:<layers>]), not {name!r}")
+
+
 def resolve_source(source: str) -> dict[str, str | None]:
     """Classify a model source. Returns {kind: hub|dir|gguf|random, path, gguf_file}; raises FileNotFoundError
-    for a local path that does not exist. ``random:<name>`` is a tiny random model (tests, CI; see RANDOM_MODELS)."""
+    for a local path that does not exist. ``random:<name>`` is a random model: a tiny one (tests, CI; see
+    RANDOM_MODELS) or a real-width shape preset with few layers (see random_spec)."""
     if source.startswith("random:"):
         name = source[7:]
-        if name not in RANDOM_MODELS:
-            raise FileNotFoundError(f"random models exist for {', '.join(RANDOM_MODELS)}, not {name!r}")
+        try:
+            random_spec(name)
+        except ValueError as exc:
+            raise FileNotFoundError(str(exc)) from None
         return {"kind": "random", "path": name, "gguf_file": None}
     if source.startswith("pkg:"):
         pkg, _, rel = source[4:].partition("/")

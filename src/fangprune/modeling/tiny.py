@@ -20,7 +20,7 @@ def tiny_config(arch: str = "llama", vocab_size: int = 49152, **overrides):
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=16,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,  # the default calibration windows (2048 tokens) fit
         tie_word_embeddings=True,
     )
     common.update(overrides)
@@ -44,7 +44,7 @@ def make_tiny_model(path: str | Path, arch: str = "llama", tokenizer=None, seed:
 
     torch.manual_seed(seed)
     vocab = len(tokenizer) if tokenizer is not None else 49152
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size=vocab, **overrides))
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, **{"vocab_size": vocab, **overrides}))
     path = Path(path)
     model.save_pretrained(path)
     if tokenizer is not None:

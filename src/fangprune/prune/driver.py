@@ -9,12 +9,14 @@ Whole-model methods (``Method.model_pruner``) get the same engine and decide glo
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 from torch import nn
 
 from fangprune.core.engine import LayerwiseEngine, input_hooks
 from fangprune.evaluate import diagnostics
+from fangprune.io import collect_timings
 from fangprune.methods.registry import get_method
 from fangprune.modeling.models import block_params, count_params, decoder_layers, roles
 
@@ -125,10 +127,17 @@ def prune_model(
         if sp > 0:
             pruner = method.layer_pruner(params, idx, clusters=clusters, groups=groups)
             observed = pruner.observed(r)
-            if observed:
-                with input_hooks(observed, pruner.observe):
-                    engine.forward_layer(idx, keep_outputs=False)
-            entry.update(pruner.prune(r, sp))
+            with collect_timings() as seconds:
+                start = time.perf_counter()
+                if observed:
+                    with input_hooks(observed, pruner.observe):
+                        engine.forward_layer(idx, keep_outputs=False)
+                observed_at = time.perf_counter()
+                entry.update(pruner.prune(r, sp))
+                seconds.update(observe=observed_at - start, prune=time.perf_counter() - observed_at)
+            # observe: the layer's forward with its input hooks (hessian: the X^T X part of it); prune: the
+            # method's step (inverse, selection and compensation are parts of it where the method uses OBS)
+            entry["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
             r = roles(layer)
         if held is not None:
             entry["reconstruction_error"] = diagnostics.layer_errors(layer, weights, moments)

@@ -1,11 +1,11 @@
 """Figures: perplexity and mean zero-shot accuracy against sparsity, one line per method (dense at 0%); the
-held-out reconstruction error per layer of every checkpoint (diagnostics)."""
+held-out reconstruction error per layer of every checkpoint (diagnostics). Both plot columns of a DataFrame."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import pandas as pd
 
-from fangprune.report.tables import AVG, _index
+from fangprune.report.tables import AVG, value_table
 
 
 def sparsity_curves(rows: list[dict], path) -> None:
@@ -15,28 +15,27 @@ def sparsity_curves(rows: list[dict], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_key = _index(rows)
-    models = sorted({k[0] for k in by_key})
+    values = value_table(rows).reset_index()
+    models = sorted(values["model"].unique())
     panels = [("ppl_wikitext2", "WikiText-2 PPL", 1.0)]
-    if any(AVG in v for v in by_key.values()):
+    if AVG in values and values[AVG].notna().any():
         panels.append((AVG, "Mean zero-shot accuracy (%)", 100.0))
     fig, axes = plt.subplots(len(models), len(panels), figsize=(5 * len(panels), 3.6 * len(models)), squeeze=False)
     for i, model in enumerate(models):
-        dense = by_key.get((model, "dense", 0.0), {})
-        series: dict = defaultdict(list)
-        for (m, method, sp), vals in by_key.items():
-            if m == model and method != "dense":
-                series[method].append((sp, vals))
+        of_model = values[values["model"] == model]
+        dense = of_model[of_model["method"] == "dense"]
         for j, (metric, label, scale) in enumerate(panels):
             ax = axes[i][j]
-            for method in sorted(series):
-                pts = sorted((sp, v[metric]) for sp, v in series[method] if metric in v)
-                if metric in dense:
-                    pts = [(0.0, dense[metric])] + pts
-                if pts:
-                    ax.plot([100 * p for p, _ in pts], [scale * v for _, v in pts], marker="o", label=method)
-            if metric in dense:
-                ax.axhline(scale * dense[metric], color="grey", linestyle="--", linewidth=0.8, label="dense")
+            if metric not in of_model:
+                continue
+            base = dense[metric].dropna()
+            for method, curve in of_model[of_model["method"] != "dense"].groupby("method"):
+                pts = pd.concat([dense.assign(sparsity=0.0), curve])[["sparsity", metric]].dropna()
+                pts = pts.sort_values("sparsity")
+                if len(pts):
+                    ax.plot(100 * pts["sparsity"], scale * pts[metric], marker="o", label=method)
+            if len(base):
+                ax.axhline(scale * base.iloc[0], color="grey", linestyle="--", linewidth=0.8, label="dense")
             if metric == "ppl_wikitext2":
                 ax.set_yscale("log")
             _label(ax, "sparsity (%)", label, model)
@@ -60,22 +59,22 @@ def _save(fig, axes, path) -> None:
     plt.close(fig)
 
 
-def plot_errors(rows: list[dict], path) -> None:
-    """Relative down_proj / o_proj error per layer, one line per method and sparsity, one panel row per model."""
+def plot_errors(frame: pd.DataFrame, path) -> None:
+    """Relative down_proj / o_proj error per layer, one line per method and sparsity, one panel row per model
+    (``frame``: report/diagnostics.py's per-layer rows)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = sorted({r["model"] for r in rows})
+    models = sorted(frame["model"].unique())
     fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.6 * len(models)), squeeze=False)
     for i, model in enumerate(models):
         for j, name in enumerate(("err_down_proj", "err_o_proj")):
             ax = axes[i][j]
-            for method, sp in sorted({(r["method"], r["sparsity"]) for r in rows if r["model"] == model}):
-                pts = sorted((r["layer"], r[name]) for r in rows
-                             if (r["model"], r["method"], r["sparsity"]) == (model, method, sp) and name in r)
-                if pts:
-                    ax.plot([p for p, _ in pts], [v for _, v in pts], marker=".", label=f"{method} {sp:.0%}")
+            of_model = frame[frame["model"] == model].dropna(subset=[name])
+            for (method, sp), curve in of_model.groupby(["method", "sparsity"]):
+                curve = curve.sort_values("layer")
+                ax.plot(curve["layer"], curve[name], marker=".", label=f"{method} {sp:.0%}")
             _label(ax, "layer", f"relative error ({name[4:]}, held-out windows)", model)
     _save(fig, axes, path)

@@ -4,26 +4,25 @@
 - Table 2 / 10: accuracy per common-sense task and their mean.
 - Table 4: MMLU accuracy per category and overall.
 
-Each is written as CSV (plain numbers), Markdown and LaTeX. A pruned method with a reference row (o-fang vs
-obc, ...) shows its paired difference in the paper's "(+1.29)" style, starred where the 95 % paired bootstrap
-interval excludes 0. Within every (model, sparsity) block the best method is bold and the second underlined,
-as in the paper, but only where the paired interval against the next one excludes 0 (``resolved``); the dense
-row is never marked.
+The long rows become one pandas DataFrame; every table is a pivot of it, written as CSV (``to_csv``, plain
+numbers), Markdown (``to_markdown``) and LaTeX (``Styler.to_latex``, booktabs). A pruned method with a
+reference row (o-fang vs obc, ...) shows its paired difference in the paper's "(+1.29)" style, starred where the
+95 % paired bootstrap interval excludes 0. Within every (model, sparsity) block the best method is bold and the
+second underlined, as in the paper, but only where the paired interval against the next one excludes 0
+(``resolved``); the dense row is never marked.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-from collections import defaultdict
 from dataclasses import dataclass
+
+import pandas as pd
 
 from fangprune.evaluate.zeroshot.tasks import COMMONSENSE, DISPLAY
 from fangprune.modeling.checkpoint import active_permutation_scope
 
 COLUMNS = ["model", "method", "sparsity", "metric", "value", "n", "stderr", "ci_low", "ci_high", "reference"]
-_NUMERIC = ("value", "n", "stderr", "ci_low", "ci_high")
+KEY = ["model", "method", "sparsity"]
 AVG = "zeroshot_avg"
 PPL_COLUMNS = [("wikitext2", "WikiText-2"), ("ptb", "PTB"), ("c4", "C4")]
 MMLU_COLUMNS = [("mmlu/humanities", "Humanities"), ("mmlu/stem", "STEM"),
@@ -40,54 +39,48 @@ class Column:
     spread: bool = False  # show [ci_low, ci_high] (speed: min and max over repeats)
 
 
+def metrics_frame(rows: list[dict]) -> pd.DataFrame:
+    """The long table: one row per (model, method, sparsity, metric), ``n`` as a nullable integer."""
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["sparsity"] = frame["sparsity"].astype(float)
+    frame["n"] = pd.to_numeric(frame["n"]).round().astype("Int64")
+    return frame
+
+
 def write_metrics_csv(rows: list[dict], fh) -> None:
-    writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in sorted(rows, key=lambda r: (r["model"], r["method"] != "dense", r["method"], r["sparsity"], r["metric"])):
-        writer.writerow({k: row.get(k, "") for k in COLUMNS})
+    frame = metrics_frame(rows)
+    order = frame.assign(_pruned=frame["method"] != "dense").sort_values(
+        ["model", "_pruned", "method", "sparsity", "metric"], kind="stable")
+    order[COLUMNS].to_csv(fh, index=False, lineterminator="\n")
 
 
 def read_metrics_csv(fh) -> list[dict]:
+    frame = pd.read_csv(fh, dtype={"model": str, "method": str, "metric": str, "reference": str})
     rows = []
-    for row in csv.DictReader(fh):
-        row["sparsity"] = float(row["sparsity"])
-        for k in _NUMERIC:
-            if row.get(k) not in (None, ""):
-                row[k] = float(row[k])
-            else:
-                row.pop(k, None)
-        if not row.get("reference"):
-            row.pop("reference", None)
-        rows.append(row)
+    for rec in frame.to_dict("records"):
+        rows.append({k: (int(v) if k == "n" else v) for k, v in rec.items() if not pd.isna(v)})
     return rows
 
 
-def _rows_by_key(rows: list[dict]) -> dict:
-    by_key: dict = defaultdict(dict)
-    for r in rows:
-        by_key[(r["model"], r["method"], float(r["sparsity"]))][r["metric"]] = r
-    return by_key
-
-
-def _index(rows: list[dict]) -> dict:
-    by_key: dict = defaultdict(dict)
-    for r in rows:
-        by_key[(r["model"], r["method"], float(r["sparsity"]))][r["metric"]] = float(r["value"])
-    return by_key
+def value_table(rows: list[dict]) -> pd.DataFrame:
+    """Wide values: index (model, method, sparsity), one column per metric (NaN where absent)."""
+    if not rows:
+        return pd.DataFrame(index=pd.MultiIndex.from_arrays([[], [], []], names=KEY))
+    frame = metrics_frame(rows)
+    return frame.pivot_table(index=KEY, columns="metric", values="value", aggfunc="last")
 
 
 def with_average(rows: list[dict]) -> list[dict]:
     """Add the mean of the common-sense task columns (the paper's 'Avg') for every key that has all of them."""
-    by_key = _index(rows)
-    tasks = [t for t in COMMONSENSE if any(t in v for v in by_key.values())]
     out = [r for r in rows if r["metric"] != AVG]
+    values = value_table(out)
+    tasks = [t for t in COMMONSENSE if t in values.columns]
     if not tasks:
         return out
-    for (model, method, sp), vals in by_key.items():
-        if all(t in vals for t in tasks):
-            out.append({"model": model, "method": method, "sparsity": sp, "metric": AVG,
-                        "value": sum(vals[t] for t in tasks) / len(tasks)})
-    return out
+    complete = values[tasks].dropna()
+    means = complete.sum(axis=1) / len(tasks)
+    return out + [{"model": k[0], "method": k[1], "sparsity": k[2], "metric": AVG, "value": float(v)}
+                  for k, v in means.items()]
 
 
 def table_columns(name: str, rows: list[dict]) -> list[Column]:
@@ -121,15 +114,20 @@ def table_columns(name: str, rows: list[dict]) -> list[Column]:
     raise ValueError(f"unknown table {name!r}")
 
 
-def _row_keys(by_key: dict, model: str, columns: list[Column], order: list[str] | None = None) -> list[tuple]:
-    """Rows of one model: dense first, then by sparsity, methods alphabetically or in ``order``."""
-    keys = [k for k in by_key if k[0] == model and any(c.metric in by_key[k] for c in columns)]
+def _ordered(values: pd.DataFrame, model: str, columns: list[Column], order: list[str] | None) -> pd.DataFrame:
+    """Rows of one model that have any of the columns: dense first, then by sparsity, methods alphabetically or
+    in ``order``."""
+    metrics = [c.metric for c in columns]
+    block = values.loc[[model]].reindex(columns=metrics)
+    block = block[block.notna().any(axis=1)]
     rank = {m: i for i, m in enumerate(order or [])}
-    return sorted(keys, key=lambda k: (k[1] != "dense", k[2], rank.get(k[1], len(rank)), k[1]))
+    keys = sorted(block.index, key=lambda k: (k[1] != "dense", k[2], rank.get(k[1], len(rank)), k[1]))
+    return block.loc[keys]
 
 
-def marks(by_key: dict, keys: list[tuple], columns: list[Column], resolved=None) -> dict:
-    """(key, metric) -> 'best' | 'second' within each sparsity block of pruned methods.
+def marks(values: pd.DataFrame, columns: list[Column], resolved=None) -> dict:
+    """(key, metric) -> 'best' | 'second' within each sparsity block of pruned methods (``values``: one model's
+    wide rows).
 
     Best goes to the top value when ``resolved(top, runner_up, metric)`` (its paired interval against the
     runner-up excludes 0); second to the runner-up when it is also resolved against the third. Without a
@@ -138,40 +136,36 @@ def marks(by_key: dict, keys: list[tuple], columns: list[Column], resolved=None)
     out = {}
     if resolved is None:
         return out
-    blocks: dict = defaultdict(list)
-    for k in keys:
-        if k[1] != "dense":
-            blocks[k[2]].append(k)
-    for block in blocks.values():
+    pruned = values[values.index.get_level_values("method") != "dense"]
+    for _, block in pruned.groupby(level="sparsity", sort=False):
         for col in columns:
-            if col.better is None:
+            if col.better is None or col.metric not in block:
                 continue
-            vals = [(by_key[k][col.metric], k) for k in block if col.metric in by_key[k]]
-            vals = [(v, k) for v, k in vals if not math.isnan(v)]
-            if len(vals) < 2:
+            ranked = block[col.metric].dropna().sort_values(ascending=col.better != "high", kind="stable")
+            if len(ranked) < 2:
                 continue
-            ranked = sorted(vals, key=lambda vk: vk[0], reverse=col.better == "high")
-            (v1, k1), (v2, k2) = ranked[0], ranked[1]
+            (k1, v1), (k2, v2) = list(ranked.items())[:2]
             if v1 != v2 and resolved(k1, k2, col.metric):
                 out[(k1, col.metric)] = "best"
-                if len(ranked) >= 3 and ranked[2][0] != v2 and resolved(k2, ranked[2][1], col.metric):
+                if len(ranked) >= 3 and ranked.iloc[2] != v2 and resolved(k2, ranked.index[2], col.metric):
                     out[(k2, col.metric)] = "second"
     return out
 
 
 def _fmt(col: Column, value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return col.fmt.format(value * col.scale)
+    return "-" if value is None or pd.isna(value) else col.fmt.format(value * col.scale)
 
 
-def _layout(rows: list[dict], name: str, resolved=None, order=None):
-    by_key = _index(rows)
-    columns = table_columns(name if name in TITLES else "ablation", rows)
-    for model in sorted({k[0] for k in by_key}):
-        keys = _row_keys(by_key, model, columns, order)
-        if keys:
-            yield model, columns, keys, by_key, marks(by_key, keys, columns, resolved)
+def _deltas(rows: list[dict]) -> dict:
+    """(key, metric) -> the delta row of that cell."""
+    return {(r["model"], r["method"], float(r["sparsity"]), r["metric"][len("delta_"):]): r
+            for r in rows if r["metric"].startswith("delta_")}
+
+
+def _spreads(rows: list[dict]) -> dict:
+    return {(r["model"], r["method"], float(r["sparsity"]), r["metric"]): (r["ci_low"], r["ci_high"])
+            for r in rows if "ci_low" in r and not r["metric"].startswith("delta_")
+            and not pd.isna(r.get("ci_low"))}
 
 
 def _delta_text(col: Column, row: dict | None) -> str:
@@ -182,95 +176,102 @@ def _delta_text(col: Column, row: dict | None) -> str:
     return f" ({row['value'] * col.scale:+.2f}){star}"
 
 
-#: How each output marks the best and second-best cell, and escapes cell text.
-_MARKDOWN = {"best": "**{}**", "second": "<u>{}</u>"}
-_LATEX = {"best": "\\textbf{{{}}}", "second": "\\underline{{{}}}"}
+def _blocks(rows: list[dict], name: str, resolved=None, order=None):
+    """Per model: (model, columns, cells, mark) where ``cells`` is a DataFrame of display text (Method, Sparsity,
+    one column per table column) and ``mark`` the same shape holding 'best' / 'second' / ''."""
+    values = value_table(rows)
+    columns = table_columns(name if name in TITLES else "ablation", rows)
+    deltas, spreads = _deltas(rows), _spreads(rows)
+    for model in sorted(values.index.get_level_values("model").unique()):
+        block = _ordered(values, model, columns, order)
+        if block.empty:
+            continue
+        mk = marks(block, columns, resolved)
+        text, style = {"Method": [k[1] for k in block.index], "Sparsity": [f"{k[2]:.0%}" for k in block.index]}, {}
+        for c in columns:
+            cells = []
+            for k, v in block[c.metric].items():
+                cell = _fmt(c, v)
+                if c.spread and (*k, c.metric) in spreads:
+                    lo, hi = spreads[(*k, c.metric)]
+                    cell += f" [{c.fmt.format(lo)}, {c.fmt.format(hi)}]"
+                cells.append(cell + _delta_text(c, deltas.get((*k, c.metric))))
+            text[c.header] = cells
+            style[c.header] = [mk.get((k, c.metric), "") for k in block.index]
+        cells = pd.DataFrame(text)
+        mark = pd.DataFrame({"Method": "", "Sparsity": "", **style}, index=cells.index)
+        yield model, columns, block, cells, mark
 
 
-def _cells(key: tuple, columns: list[Column], full: dict, mk: dict, styles: dict, escape=lambda t: t) -> list[str]:
-    """The formatted cells of one row (value, then its delta), wrapped per ``styles`` where ``marks`` ranked them."""
-    cells = []
-    for c in columns:
-        row = full[key].get(c.metric)
-        text = escape(_fmt(c, row["value"] if row else None))
-        mark = mk.get((key, c.metric))
-        text = styles[mark].format(text) if mark else text
-        if c.spread and row and "ci_low" in row:
-            text += escape(f" [{c.fmt.format(row['ci_low'])}, {c.fmt.format(row['ci_high'])}]")
-        cells.append(text + escape(_delta_text(c, full[key].get(f"delta_{c.metric}"))))
-    return cells
+def _marked_markdown(cells: pd.DataFrame, mark: pd.DataFrame) -> pd.DataFrame:
+    """Bold (best) / underline (second) around the value, before its spread and delta."""
+    wrap = {"best": "**{}**", "second": "<u>{}</u>"}
+
+    def one(text: str, m: str) -> str:
+        if not m:
+            return text
+        value, sep, rest = text.partition(" ")
+        return wrap[m].format(value) + sep + rest
+
+    return pd.DataFrame({c: [one(t, m) for t, m in zip(cells[c], mark[c])] for c in cells.columns})
 
 
 def to_markdown(
     rows: list[dict], name: str, title: str, notes: list[str] | None = None, resolved=None, order=None
 ) -> str:
-    out = io.StringIO()
-    out.write(f"## {title}\n\n")
-    full = _rows_by_key(rows)
-    for model, columns, keys, by_key, mk in _layout(rows, name, resolved, order):
-        out.write(f"### {model}\n\n")
-        out.write("| Method | Sparsity | " + " | ".join(c.header for c in columns) + " |\n")
-        out.write("|---|---:|" + "---:|" * len(columns) + "\n")
-        for k in keys:
-            cells = _cells(k, columns, full, mk, _MARKDOWN)
-            out.write(f"| {k[1]} | {k[2]:.0%} | " + " | ".join(cells) + " |\n")
-        out.write("\n")
-    for note in notes or []:
-        out.write(f"- {note}\n")
-    return out.getvalue()
+    parts = [f"## {title}\n\n"]
+    for model, columns, _, cells, mark in _blocks(rows, name, resolved, order):
+        table = _marked_markdown(cells, mark).to_markdown(
+            index=False, tablefmt="pipe", disable_numparse=True, colalign=["left"] + ["right"] * (len(columns) + 1))
+        parts.append(f"### {model}\n\n{table}\n\n")
+    parts += [f"- {note}\n" for note in notes or []]
+    return "".join(parts)
 
 
-def _tex(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
-        text = text.replace(a, b)
-    return text
+_LATEX_MARKS = {"best": "textbf: --rwrap;", "second": "underline: --rwrap;", "": ""}
 
 
 def to_latex(
     rows: list[dict], name: str, title: str, notes: list[str] | None = None, resolved=None, order=None
 ) -> str:
-    """A booktabs table per model (\\textbf best, \\underline second)."""
-    out = io.StringIO()
-    full = _rows_by_key(rows)
-    for model, columns, keys, by_key, mk in _layout(rows, name, resolved, order):
-        out.write("\\begin{table}[t]\n\\centering\n")
-        out.write(f"\\caption{{{_tex(title)} ({_tex(model)})}}\n")
-        out.write("\\begin{tabular}{ll" + "r" * len(columns) + "}\n\\toprule\n")
-        out.write("Method & Sparsity & " + " & ".join(_tex(c.header) for c in columns) + " \\\\\n\\midrule\n")
-        previous = None
-        for k in keys:
-            if previous is not None and k[2] != previous:
-                out.write("\\midrule\n")
-            previous = k[2]
-            cells = _cells(k, columns, full, mk, _LATEX, _tex)
-            out.write(f"{_tex(k[1])} & {_tex(f'{k[2]:.0%}')} & " + " & ".join(cells) + " \\\\\n")
-        out.write("\\bottomrule\n\\end{tabular}\n\\end{table}\n\n")
-    for note in notes or []:
-        out.write(f"% {note}\n")
-    return out.getvalue()
+    """A booktabs table per model through ``Styler.to_latex`` (\\textbf best, \\underline second)."""
+    parts = []
+    for model, columns, _, cells, mark in _blocks(rows, name, resolved, order):
+        styler = (cells.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+                  .apply(lambda _: mark.map(_LATEX_MARKS.get), axis=None))
+        parts.append(styler.to_latex(
+            hrules=True, caption=_tex(f"{title} ({model})"), position="t", position_float="centering",
+            column_format="ll" + "r" * len(columns), environment="table") + "\n")
+    parts += [f"% {note}\n" for note in notes or []]
+    return "".join(parts)
+
+
+def _tex(text: str) -> str:
+    """Escape a caption (Styler escapes the cells and headers)."""
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
+        text = text.replace(a, b)
+    return text
 
 
 def to_csv(rows: list[dict], name: str, order=None) -> str:
     """Wide CSV: one row per (model, method, sparsity), one column per table column, unscaled values; with
     reference rows, also each column's delta and its interval (``delta_<metric>``, ``_ci_low``, ``_ci_high``)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    full = _rows_by_key(rows)
-    has_delta = any(r["metric"].startswith("delta_") for r in rows)
-    header_written = False
-    for model, columns, keys, by_key, _ in _layout(rows, name, None, order):
+    deltas = _deltas(rows)
+    has_delta = bool(deltas)
+    frames, header = [], None
+    for model, columns, block, _, _ in _blocks(rows, name, None, order):
+        wide = block.reset_index()
         ranked = [c for c in columns if c.better is not None] if has_delta else []
-        if not header_written:
-            extra = [f"delta_{c.metric}{s}" for c in ranked for s in ("", "_ci_low", "_ci_high")]
-            writer.writerow(["model", "method", "sparsity", *[c.metric for c in columns], *extra])
-            header_written = True
-        for k in keys:
-            deltas = []
-            for c in ranked:
-                d = full[k].get(f"delta_{c.metric}") or {}
-                deltas += [d.get("value", ""), d.get("ci_low", ""), d.get("ci_high", "")]
-            writer.writerow([model, k[1], k[2], *[by_key[k].get(c.metric, "") for c in columns], *deltas])
-    return out.getvalue()
+        for c in ranked:
+            for suffix, field in (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
+                wide[f"delta_{c.metric}{suffix}"] = [deltas.get((*k, c.metric), {}).get(field)
+                                                     for k in block.index]
+        header = header or [*KEY, *[c.metric for c in columns],
+                            *[f"delta_{c.metric}{s}" for c in ranked for s in ("", "_ci_low", "_ci_high")]]
+        frames.append(wide)
+    if not frames:
+        return ""
+    return pd.concat(frames, ignore_index=True).reindex(columns=header).to_csv(index=False, lineterminator="\n")
 
 
 def per_model_notes(pairs) -> list[str]:
@@ -336,33 +337,31 @@ def unstructured_label(params: dict) -> str:
 def unstructured_table(rows: list[dict], methods: dict, metric: str = "ppl_wikitext2") -> tuple[str, str, str]:
     """The ClearCut README's shape: one row per method (with its options), one column per model and pattern
     (unstructured at each sparsity, and each N:M), the perplexity in the cells; returns (markdown, csv, latex)."""
-    by_key = _index(rows)
-    cells: dict = defaultdict(dict)
-    columns: set = set()
-    for (model, method, sp), vals in by_key.items():
-        params = methods.get(method)
-        if params is None or "sparsity_type" not in params or metric not in vals:
-            continue
-        pattern = params["sparsity_type"]
-        col = (model, pattern if pattern != "unstructured" else f"{sp:.0%}")
-        columns.add(col)
-        cells[unstructured_label(params)][col] = (vals[metric], vals.get("block_zero_frac"))
-    cols = sorted(columns, key=lambda c: (c[0], ":" in c[1], c[1]))
-    md = io.StringIO()
-    md.write("| Method | " + " | ".join(f"{m} {p}" for m, p in cols) + " |\n")
-    md.write("|---|" + "---:|" * len(cols) + "\n")
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["method", *[f"{m}/{p}" for m, p in cols], *[f"{m}/{p}/zero_frac" for m, p in cols]])
-    tex = io.StringIO()
-    tex.write("\\begin{tabular}{l" + "r" * len(cols) + "}\n\\toprule\n")
-    tex.write("Method & " + " & ".join(_tex(f"{m} {p}") for m, p in cols) + " \\\\\n\\midrule\n")
-    for label in sorted(cells):
-        vals = [cells[label].get(c) for c in cols]
-        text = ["-" if v is None else f"{v[0]:.2f}" for v in vals]
-        md.write(f"| {label} | " + " | ".join(text) + " |\n")
-        tex.write(f"{_tex(label)} & " + " & ".join(text) + " \\\\\n")
-        writer.writerow([label, *["" if v is None else v[0] for v in vals],
-                         *["" if v is None or v[1] is None else v[1] for v in vals]])
-    tex.write("\\bottomrule\n\\end{tabular}\n")
-    return md.getvalue(), out.getvalue(), tex.getvalue()
+    values = value_table(rows).reset_index()
+    if metric not in values:
+        values[metric] = float("nan")
+    if "block_zero_frac" not in values:
+        values["block_zero_frac"] = float("nan")
+    params = values["method"].map(methods)
+    keep = params.map(lambda p: isinstance(p, dict) and "sparsity_type" in p) & values[metric].notna()
+    values, params = values[keep], params[keep]
+    pattern = [p["sparsity_type"] if p["sparsity_type"] != "unstructured" else f"{sp:.0%}"
+               for p, sp in zip(params, values["sparsity"])]
+    long = pd.DataFrame({"label": params.map(unstructured_label), "model": values["model"], "pattern": pattern,
+                         "ppl": values[metric], "zero_frac": values["block_zero_frac"]})
+    cols = sorted({(m, p) for m, p in zip(long["model"], long["pattern"])}, key=lambda c: (c[0], ":" in c[1], c[1]))
+    wide = long.pivot_table(index="label", columns=["model", "pattern"], values=["ppl", "zero_frac"],
+                            aggfunc="last", dropna=False)
+    ppl = wide["ppl"].reindex(columns=pd.MultiIndex.from_tuples(cols)) if cols else pd.DataFrame()
+    zero = wide["zero_frac"].reindex(columns=pd.MultiIndex.from_tuples(cols)) if cols else pd.DataFrame()
+    text = ppl.map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
+    text.columns = [f"{m} {p}" for m, p in cols]
+    shown = text.rename_axis("Method").reset_index()
+    md = shown.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
+                           colalign=["left"] + ["right"] * len(cols)) + "\n"
+    tex = (shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+           .to_latex(hrules=True, column_format="l" + "r" * len(cols)))
+    csv_frame = pd.concat([ppl.set_axis([f"{m}/{p}" for m, p in cols], axis=1),
+                           zero.set_axis([f"{m}/{p}/zero_frac" for m, p in cols], axis=1)], axis=1)
+    csv = csv_frame.rename_axis("method").reset_index().to_csv(index=False, lineterminator="\n")
+    return md, csv, tex
