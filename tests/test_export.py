@@ -3,6 +3,7 @@ heterogeneously pruned models; uniform ones become llama.cpp's plain llama archi
 represent is refused before a file is written."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -166,3 +167,5 @@ def test_llama_cpp_speed_reports_both_files_and_their_ratio(tmp_path):
     for key in ("dense_prompt_tps", "pruned_prompt_tps", "dense_gen_tps", "pruned_gen_tps", "prompt_speedup"):
         s = res[key]
         assert s["n"] == 3 and 0 < s["min"] <= s["median"] <= s["max"]
+    # the llama.cpp build is named by ggml's version and commit, not only by the binding's version
+    assert re.fullmatch(r"llama\.cpp ggml [\d.]+ \(commit \w+(-dirty)?\) via llama-cpp-python [\d.]+", res["engine"])

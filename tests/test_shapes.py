@@ -7,9 +7,10 @@ from test_checkpoint import _logits, reload_in_fresh_process
 
 from fangprune.methods import resolve_method
 from fangprune.modeling.checkpoint import save_pruned
-from fangprune.modeling.models import count_params, decoder_layers, load_model, prepare_model, roles
+from fangprune.modeling.models import count_params, decoder_layers, roles
 from fangprune.modeling.shapes import SHAPES, preset_config
-from fangprune.modeling.sources import resolve_source, source_shape
+from fangprune.modeling.sources import random_spec, resolve_source, source_shape
+from fangprune.modeling.tiny import tiny_config
 from fangprune.prune.driver import prune_model
 
 
@@ -40,8 +41,11 @@ def test_a_bad_preset_is_named(bad):
 
 @pytest.mark.slow
 def test_a_7b_shaped_two_layer_model_prunes_and_reloads_identically(tmp_path):
-    prepare_model("random:llama2-7b", tmp_path / "dense")
-    model = load_model(str(tmp_path / "dense"), dtype="float32")
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    arch, overrides = random_spec("llama2-7b")  # what prepare_model builds for random:llama2-7b (2 layers)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, **overrides)).eval()
     layers = decoder_layers(model)
     r = roles(layers[0])
     assert len(layers) == 2 and model.config.hidden_size == 4096

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.skipif(
 SCRIPTS = REPO / "tests" / "slurm"
 # zero-shot and speed jobs ask for the same resources as evaluate_ppl (tests/test_slurm_profile.py checks every
 # rule's sbatch request in dry runs); this run leaves them out to stay within CI's time
-GPU_RULES = {"cluster", "complexity", "scores", "prune", "evaluate_ppl", "evaluate_dense"}
+# obc with uniform allocation: no clustering chain (cluster, complexity, scores), whose sbatch requests the dry
+# runs check too; the real cluster sees a GPU job per kind (layer-wise prune, whole-model evaluation)
+GPU_RULES = {"prune", "evaluate_ppl", "evaluate_dense"}
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
@@ -65,9 +67,9 @@ def test_workflow_runs_through_sbatch_reruns_nothing_and_retries_a_failed_job(cl
     cfg.update(
         data_dir=str(DATA_DIR),
         device="auto",  # no CUDA here: jobs compute on the CPU but ask SLURM for the (fake) GPU
-        models={"tiny-llama": {"source": "random:llama", "tau": 3.0}},
+        models={"tiny-llama": {"source": "random:llama"}},
         sparsities=[0.3],
-        methods={"o-fang": {}},
+        methods={"obc": {"allocation": "uniform"}},
         resources={"slurm_account": "root", "gpu_partition": "debug", "cpu_partition": "debug",
                    "gpu_mem_mb": 1500, "cpu_mem_mb": 1000, "gpu_runtime": 10, "cpu_runtime": 5},
     )
@@ -91,8 +93,8 @@ def test_workflow_runs_through_sbatch_reruns_nothing_and_retries_a_failed_job(cl
         assert (tmp_path / path).is_file(), path
     costs = (tmp_path / "results/tables/costs.csv").read_text()
     assert "prune,tiny-llama,1," in costs and "total,all," in costs
-    manifest = json.loads((tmp_path / "results/pruned/tiny-llama/o-fang/sp0.30/pruning.json").read_text())
-    assert manifest["params"]["tau"] == 3.0  # the model's tau replaced the method default
+    manifest = json.loads((tmp_path / "results/pruned/tiny-llama/obc/sp0.30/pruning.json").read_text())
+    assert manifest["params"]["allocation"] == "uniform" and len(manifest["report"]["layers"]) == 3
 
     # 2. a second run submits nothing
     second = snakemake(tmp_path)
@@ -112,4 +114,4 @@ def test_workflow_runs_through_sbatch_reruns_nothing_and_retries_a_failed_job(cl
     records = sacct(prunes)
     assert [records[j]["state"] for j in prunes] == ["FAILED", "FAILED"]
     assert [records[j]["timelimit"] for j in prunes] == ["00:10:00", "00:20:00"]
-    assert not (tmp_path / "results/pruned/tiny-llama/o-fang/sp0.30").exists()
+    assert not (tmp_path / "results/pruned/tiny-llama/obc/sp0.30").exists()

@@ -41,6 +41,24 @@ def _spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+def engine_version() -> str:
+    """llama.cpp's ggml version and commit as built into llama-cpp-python (the binding pins the llama.cpp it
+    vendors), e.g. "llama.cpp ggml 0.25.3 (commit 0c1e570) via llama-cpp-python 0.3.36"."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import llama_cpp as lib
+
+    parts = []
+    for name in ("ggml_version", "ggml_commit"):
+        fn = getattr(lib._lib, name, None)  # exported by ggml builds since 2025
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            parts.append(fn().decode())
+    built = f"ggml {parts[0]} (commit {parts[1]}) " if len(parts) == 2 else ""
+    return f"llama.cpp {built}via llama-cpp-python {llama_cpp.__version__}"
+
+
 def llamacpp_speed(dense_gguf: str, pruned_gguf: str, prompt_len: int = 512, gen_tokens: int = 32,
                    repeats: int = 5, threads: int = 2, seed: int = 0) -> dict:
     """Tokens/s of both files and the pruned/dense speedup per repeat (median, min, max over repeats)."""
@@ -66,7 +84,7 @@ def llamacpp_speed(dense_gguf: str, pruned_gguf: str, prompt_len: int = 512, gen
     seconds = {(k, part): [r[i] for r in runs[k]] for k in runs for i, part in enumerate(("prompt", "gen"))}
     tokens = {"prompt": prompt_len, "gen": gen_tokens}
     out = {
-        "engine": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
+        "engine": engine_version(),
         "threads": threads, "prompt_len": prompt_len, "gen_tokens": gen_tokens, "repeats": repeats,
     }
     for (k, part), s in seconds.items():
