@@ -1,6 +1,7 @@
 """The deployment table: one row per exported GGUF, engine perplexity and speed joined on the file's key."""
 
 import pytest
+from conftest import markdown_cells
 
 from fangprune.report.deployment import deployment_frame, deployment_markdown
 
@@ -38,9 +39,9 @@ def test_rows_join_on_the_file_and_keep_the_config_order_dense_first():
     assert (row["prompt_median"], row["prompt_min"], row["prompt_max"]) == (1.5, 1.4, 1.6)
     assert frame.iloc[0][["prompt_median", "flop_ratio_limit"]].isna().all()  # dense: nothing to compare with
     md = deployment_markdown(frame)
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("|")]
+    cells = [row for row in markdown_cells(md) if isinstance(row, list)]  # header, then one row per file
     assert cells[0][:7] == ["model", "method", "sparsity", "type", "arch", "MB", "export s"]
-    assert cells[4][:6] == ["m", "o-fang", "40%", "q8_0", "deci", "185.9"] and cells[2][2] == "-"
+    assert cells[3][:6] == ["m", "o-fang", "40%", "q8_0", "deci", "185.9"] and cells[1][2] == "-"
     assert "1.50x [1.40, 1.60]" in md and "1.60x" in md and "+0.73%" in md
     assert "first n = 32 of the workflow's own evaluation windows" in md and "threads: 2, median [min, max] over 3 repeats" in md
 

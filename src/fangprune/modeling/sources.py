@@ -15,15 +15,8 @@ NESTED_TEXT = {"gemma3": "gemma3_text"}
 
 def local_model_type(src: dict) -> str | None:
     """model_type from a local directory's config.json (None for hub ids, GGUF files and random models)."""
-    if src["kind"] != "dir":
-        return None
-    cfg = Path(src["path"]) / "config.json"
-    if not cfg.exists():
-        return None
-    import json
-
-    mtype = json.loads(cfg.read_text()).get("model_type")
-    return NESTED_TEXT.get(mtype, mtype)  # a multimodal checkpoint is pruned as its nested text model
+    shape = source_shape(src) if src["kind"] == "dir" else None
+    return shape["model_type"] if shape else None
 
 
 #: GGUF ``general.architecture`` -> HF model_type (llama.cpp writes Mistral as ``llama``).
@@ -34,7 +27,7 @@ def source_model_type(src: dict) -> str | None:
     """model_type of a resolved source without loading weights: a local directory's config.json, a GGUF file's
     architecture key, a random model's family; None for hub ids (known only once downloaded)."""
     shape = source_shape(src)
-    return shape["model_type"] if shape else local_model_type(src)
+    return shape["model_type"] if shape else None
 
 
 #: Shape keys of source_shape, from a HF config.
@@ -48,18 +41,20 @@ def source_shape(src: dict) -> dict | None:
     layers, heads, kv_heads, head_dim, vocab_size and context (tokens), from a local config.json, a GGUF header
     or a random model's config; None for hub ids (known only once downloaded)."""
     if src["kind"] == "random":
-        from fangprune.modeling.tiny import tiny_config
+        from fangprune.modeling.tiny import tiny_kwargs
 
         arch, overrides = random_spec(src["path"])
-        cfg = tiny_config(arch, **overrides).to_dict()
+        cfg = {"model_type": arch, **tiny_kwargs(arch, **overrides)}
     elif src["kind"] == "gguf":
-        return dict(_gguf_shape(str(Path(src["path"]) / src["gguf_file"])))
+        cfg = dict(_gguf_config(str(Path(src["path"]) / src["gguf_file"])))
     elif src["kind"] == "dir" and (Path(src["path"]) / "config.json").exists():
         import json
 
-        cfg = json.loads((Path(src["path"]) / "config.json").read_text())
-        cfg = cfg.get("text_config", cfg) if cfg.get("model_type") in NESTED_TEXT else cfg
-        cfg["model_type"] = NESTED_TEXT.get(cfg.get("model_type"), cfg.get("model_type"))
+        raw = json.loads((Path(src["path"]) / "config.json").read_text())
+        mtype = raw.get("model_type")
+        # a multimodal checkpoint is pruned as its nested text model
+        text = raw.get("text_config", raw) if mtype in NESTED_TEXT else raw
+        cfg = {**text, "model_type": NESTED_TEXT.get(mtype, mtype)}
     else:
         return None
     shape = {key: cfg.get(hf) for key, hf in _HF_KEYS.items()}
@@ -70,9 +65,9 @@ def source_shape(src: dict) -> dict | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _gguf_shape(path: str) -> tuple:
-    """source_shape of a GGUF file from its header (llama.cpp's key names; read once per process: opening a
-    GGUF with the tokenizer's arrays takes seconds)."""
+def _gguf_config(path: str) -> tuple:
+    """The HF config keys of source_shape from a GGUF header, as (key, value) pairs (llama.cpp's key names; read
+    once per process: opening a GGUF with the tokenizer's arrays takes seconds)."""
     import gguf
 
     reader = gguf.GGUFReader(path)
@@ -82,18 +77,16 @@ def _gguf_shape(path: str) -> tuple:
         return field.contents() if field is not None else None
 
     arch = get("general.architecture")
-    heads = get(f"{arch}.attention.head_count")
     tokens = reader.get_field("tokenizer.ggml.tokens")
-    shape = {
-        "model_type": GGUF_ARCH_MODEL_TYPE.get(arch, arch), "hidden_size": get(f"{arch}.embedding_length"),
-        "intermediate_size": get(f"{arch}.feed_forward_length"), "layers": get(f"{arch}.block_count"),
-        "heads": heads, "kv_heads": get(f"{arch}.attention.head_count_kv") or heads,
-        "head_dim": get(f"{arch}.attention.key_length"),
-        "vocab_size": len(tokens.data) if tokens is not None else None, "context": get(f"{arch}.context_length"),
-    }
-    if not shape["head_dim"] and heads:
-        shape["head_dim"] = shape["hidden_size"] // heads
-    return tuple(shape.items())
+    return (("model_type", GGUF_ARCH_MODEL_TYPE.get(arch, arch)),
+            ("hidden_size", get(f"{arch}.embedding_length")),
+            ("intermediate_size", get(f"{arch}.feed_forward_length")),
+            ("num_hidden_layers", get(f"{arch}.block_count")),
+            ("num_attention_heads", get(f"{arch}.attention.head_count")),
+            ("num_key_value_heads", get(f"{arch}.attention.head_count_kv")),
+            ("head_dim", get(f"{arch}.attention.key_length")),
+            ("vocab_size", len(tokens.data) if tokens is not None else None),
+            ("max_position_embeddings", get(f"{arch}.context_length")))
 
 
 #: Tiny random models for tests and CI: name -> (architecture, config overrides of testing.tiny_config).
@@ -109,14 +102,12 @@ RANDOM_MODELS = {
 def random_spec(name: str) -> tuple[str, dict]:
     """(model_type, config overrides) of ``random:<name>``: a tiny model (RANDOM_MODELS) or a real-width shape
     preset ``<preset>[:<layers>]`` (modeling/shapes.py)."""
-    from fangprune.modeling.shapes import parse_preset, preset_config
+    from fangprune.modeling.shapes import SHAPES, parse_preset, preset_config
 
     if name in RANDOM_MODELS:
         return RANDOM_MODELS[name]
     if parse_preset(name) is not None:
         return preset_config(name)
-    from fangprune.modeling.shapes import SHAPES
-
     raise FileNotFoundError(f"random models exist for {', '.join(RANDOM_MODELS)} and the shape presets "
                             f"{', '.join(SHAPES)} (<preset>[:<layers>]), not {name!r}")
 
