@@ -12,7 +12,7 @@ rule complexity:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources(),
+        **gpu_resources("complexity"),
     params:
         batch_size=model_batch_size("calibration"),
         dtype=lambda w: model_dtype(w.model),
@@ -36,7 +36,7 @@ rule importance:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources(whole_model=True),
+        **gpu_resources("importance", whole_model=True),
     params:
         measure=lambda w: w.measure,
         batch_size=model_batch_size("calibration"),
@@ -60,7 +60,7 @@ rule allocate:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("allocate"),
     params:
         method=lambda w: allocation_params(w.alloc),
         sparsity=lambda w: float(w.sparsity),

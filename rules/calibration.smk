@@ -11,7 +11,7 @@ rule calibrate:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("calibrate"),
     params:
         dataset=lambda w: CALIBRATIONS[w.calib]["dataset"],
         nsamples=lambda w: CALIBRATIONS[w.calib]["nsamples"],
@@ -35,7 +35,7 @@ rule holdout:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("holdout"),
     params:
         dataset=lambda w: CALIBRATIONS[w.calib]["dataset"],
         nsamples=lambda w: CALIBRATIONS[w.calib]["nsamples"],

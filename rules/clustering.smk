@@ -12,7 +12,7 @@ rule cluster:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources(),
+        **gpu_resources("cluster"),
     params:
         clustering=lambda w: {
             key: CLUSTERINGS[w.clus][key]

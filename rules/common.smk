@@ -17,6 +17,7 @@ from fangprune.config import (
     zeroshot_settings,
 )
 from fangprune.methods.registry import get_method
+from fangprune.resources import job_request
 
 try:
     validate_config(config, check_sources=workflow.is_main_process)
@@ -317,16 +318,28 @@ def _runtime(base):
     return runtime
 
 
-def gpu_resources(whole_model=False):
+def _request(step, gpu_rule):
+    """One value of a job's request (mem_mb, runtime, gpu_mem_mb): the model entry's or resources' value, else
+    the prediction from the model's shape (fangprune.resources, docs/scale.md)."""
+
+    def value(key):
+        return lambda w: job_request(
+            step, config, getattr(w, "model", None), gpu_rule, config["threads"]
+        )[key]
+
+    return value
+
+
+def gpu_resources(step, whole_model=False):
     """Resources of a GPU step; ``whole_model`` steps get the model's ``gpus`` (for its device_map), layer-wise
     steps one GPU (they stream one decoder layer at a time). With ``device: cpu`` they ask for no GPU.
     """
+    request = _request(step, True)
     res = {
         "gpu": _gpu_count(whole_model),
-        "mem_mb": lambda w: model_cfg(w.model).get("mem_mb") or RESOURCES["gpu_mem_mb"],
-        "runtime": _runtime(
-            lambda w: model_cfg(w.model).get("runtime") or RESOURCES["gpu_runtime"]
-        ),
+        "mem_mb": request("mem_mb"),
+        "runtime": _runtime(request("runtime")),
+        "gpu_mem_mb": request("gpu_mem_mb"),
         **_SITE,
     }
     if RESOURCES["gpu_cpus"]:
@@ -338,11 +351,12 @@ def gpu_resources(whole_model=False):
     return res
 
 
-def cpu_resources():
+def cpu_resources(step):
     """Resources of a CPU step: no GPU."""
+    request = _request(step, False)
     res = {
-        "mem_mb": RESOURCES["cpu_mem_mb"],
-        "runtime": _runtime(RESOURCES["cpu_runtime"]),
+        "mem_mb": request("mem_mb"),
+        "runtime": _runtime(request("runtime")),
         **_SITE,
     }
     if RESOURCES["cpu_partition"]:

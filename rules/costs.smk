@@ -17,9 +17,10 @@ rule costs:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("costs"),
     params:
         benchmarks="benchmarks",
+        logs="logs",
         models=MODELS,
     script:
         "../workflow_scripts/costs.py"

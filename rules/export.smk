@@ -12,7 +12,7 @@ rule export_gguf:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("export_gguf"),
     params:
         source=lambda w: model_cfg(w.model)["source"],
         name=lambda w: f"{w.model}-{w.method}-sp{w.sparsity}",
@@ -40,7 +40,7 @@ rule export_gguf_dense:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("export_gguf_dense"),
     params:
         source=lambda w: model_cfg(w.model)["source"],
         name=lambda w: f"{w.model}-dense",
@@ -78,7 +78,7 @@ rule engine_ppl:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **cpu_resources(),
+        **cpu_resources("engine_ppl"),
     params:
         **ENGINE_PPL_PARAMS,
         method=lambda w: w.method,
@@ -102,7 +102,7 @@ rule engine_ppl_dense:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **cpu_resources(),
+        **cpu_resources("engine_ppl_dense"),
     params:
         **ENGINE_PPL_PARAMS,
         method="dense",
@@ -125,7 +125,7 @@ rule engine_speed:
         "../envs/fangprune.yaml"
     threads: speed_threads()
     resources:
-        **cpu_resources(),
+        **cpu_resources("engine_speed"),
     params:
         **{
             k: v

@@ -13,7 +13,7 @@ rule groups:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("groups"),
     params:
         method=lambda w: GROUPINGS[w.group]["method"],
         shared=lambda w: GROUPINGS[w.group]["shared"],

@@ -9,7 +9,7 @@ rule prepare_model:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **cpu_resources(),
+        **cpu_resources("prepare_model"),
     params:
         source=lambda w: config["models"][w.model]["source"],
         revision=lambda w: config["models"][w.model].get("revision"),

@@ -11,7 +11,7 @@ rule prune:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources(),
+        **gpu_resources("prune"),
     params:
         model=lambda w: w.model,
         method_name=lambda w: w.method,

@@ -19,7 +19,7 @@ rule tables:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("tables"),
     params:
         references=config["tables"]["references"],
         ablations=config["tables"]["ablations"],
@@ -46,7 +46,7 @@ rule diagnostics:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("diagnostics"),
     script:
         "../workflow_scripts/diagnostics.py"
 
@@ -67,6 +67,6 @@ rule deployment_table:
         "../envs/fangprune.yaml"
     threads: 1
     resources:
-        **cpu_resources(),
+        **cpu_resources("deployment_table"),
     script:
         "../workflow_scripts/deployment_table.py"

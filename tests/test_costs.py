@@ -10,6 +10,12 @@ def bench(path, s, rss, cpu):
     path.write_text(HEADER + f"{s}\t0:00:00\t{rss}\t0\t0\t0\t0\t0\t0\t{cpu}\n")
 
 
+def end_line(path, *peaks):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f'2026-01-01 00:00:00,000 INFO fangprune.io: end step{i}: '
+                            f'{{"step": "step{i}", "wall_s": 1.0, "max_rss_mib": {p}}}\n' for i, p in enumerate(peaks)))
+
+
 def test_costs_sum_time_and_take_peak_memory_per_rule_and_model(tmp_path):
     b = tmp_path / "benchmarks"
     bench(b / "prune/m1/obc/sp0.20.tsv", 10.0, 500.0, 9.0)
@@ -18,22 +24,28 @@ def test_costs_sum_time_and_take_peak_memory_per_rule_and_model(tmp_path):
     bench(b / "prepare_model/m1.tsv", 2.0, "-", 1.5)  # too short for a memory sample
     bench(b / "tables/tables.tsv", 1.0, 50.0, 1.0)
     bench(b / "prune/other/obc/sp0.20.tsv", 99.0, 9999.0, 99.0)  # another sweep's model: left out
-    table = cost_table(read_benchmarks(b, ["m1", "m2"]))
+    logs = tmp_path / "logs"  # the job's own getrusage peak, which the sampled benchmark can miss
+    end_line(logs / "prune/m1/obc/sp0.40.log", 400.0, 2345.6)
+    end_line(logs / "prepare_model/m1.log", 1500.25)
+    table = cost_table(read_benchmarks(b, ["m1", "m2"], logs))
     rows = {(r["rule"], r["model"]): r for r in table.to_dict("records")}
-    assert rows[("prune", "m1")] == {"rule": "prune", "model": "m1", "jobs": 2, "wall_s": 40.0, "cpu_s": 34.0,
-                                     "max_rss_mb": 700.0, "max_job_wall_s": 30.0}
+    assert {k: v for k, v in rows[("prune", "m1")].items() if k != "log_peak_mib"} == {
+        "rule": "prune", "model": "m1", "jobs": 2, "wall_s": 40.0, "cpu_s": 34.0, "max_rss_mb": 700.0,
+        "max_job_wall_s": 30.0}
+    assert rows[("prune", "m1")]["log_peak_mib"] == 2345.6 and rows[("prepare_model", "m1")]["log_peak_mib"] == 1500.2
+    assert math.isnan(rows[("prune", "m2")]["log_peak_mib"])  # no log: no figure
     assert math.isnan(rows[("prepare_model", "m1")]["max_rss_mb"])
     assert rows[("tables", "-")]["jobs"] == 1
     assert rows[("total", "m1")]["wall_s"] == 42.0 and rows[("total", "m1")]["max_rss_mb"] == 700.0
     assert rows[("total", "all")]["jobs"] == 5 and rows[("total", "all")]["wall_s"] == 48.0
     assert ("prune", "other") not in rows
     csv = to_csv(table).splitlines()
-    assert csv[0] == "rule,model,jobs,wall_s,cpu_s,max_rss_mb,max_job_wall_s"
-    assert "prepare_model,m1,1,2.0,1.5,,2.0" in csv and csv[-1] == "total,all,5,48.0,40.5,700.0,30.0"
+    assert csv[0] == "rule,model,jobs,wall_s,cpu_s,max_rss_mb,log_peak_mib,max_job_wall_s"
+    assert "prepare_model,m1,1,2.0,1.5,,1500.2,2.0" in csv and csv[-1] == "total,all,5,48.0,40.5,700.0,2345.6,30.0"
     assert [k for k in rows][-3:] == [("total", "m1"), ("total", "m2"), ("total", "all")]
     md = [[c.strip() for c in line.strip("|").split("|")] for line in to_markdown(table).splitlines()]
-    assert ["prune", "m1", "2", "40.0", "34.0", "700", "30.0"] in md
-    assert md[-1] == ["**total**", "**all**", "**5**", "**48.0**", "**40.5**", "**700**", "**30.0**"]
+    assert ["prune", "m1", "2", "40.0", "34.0", "700", "2346", "30.0"] in md
+    assert md[-1] == ["**total**", "**all**", "**5**", "**48.0**", "**40.5**", "**700**", "**2346**", "**30.0**"]
 
 
 def test_costs_find_the_model_below_a_dataset_folder(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 from fangprune.fang.grouping import (
     assign_greedy,
     assign_lap,
+    assign_lap_replicated,
     build_groups,
     check_partition,
     shared_group_frequency,
@@ -33,6 +34,33 @@ def test_lap_is_optimal_by_brute_force():
     )
     got = scores[0, groups[0]].sum() + scores[1, groups[1]].sum()
     assert got == pytest.approx(best)
+
+
+@pytest.mark.parametrize("n, sizes", [(200, None), (2000, None), (45, [3, 20, 5, 10, 7])])
+def test_lap_on_k_nodes_equals_the_replicated_lap(n, sizes):
+    # continuous scores: the optimum is unique, so both forms must return the same groups
+    rng = np.random.default_rng(n)
+    k = 7 if sizes is None else len(sizes)
+    sizes = sizes or [n // k + (1 if g < n % k else 0) for g in range(k)]
+    scores = rng.standard_normal((k, n))
+    got, ref = assign_lap(scores, np.arange(n), sizes), assign_lap_replicated(scores, np.arange(n), sizes)
+    assert [g.tolist() for g in got] == [g.tolist() for g in ref]
+
+
+def test_lap_on_k_nodes_reaches_the_optimum_under_ties():
+    # integer scores with many ties: the groups may differ from the replicated LAP's, the optimum may not
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 3, size=(5, 300)).astype(float)
+    available = np.setdiff1d(np.arange(300), np.arange(0, 300, 7))
+    sizes = [52, 52, 51, 51, 51]  # 257 channels
+
+    def total(groups):
+        return sum(scores[g, idx].sum() for g, idx in enumerate(groups))
+
+    got = assign_lap(scores, available, sizes)
+    assert [len(g) for g in got] == sizes
+    assert np.array_equal(np.sort(np.concatenate(got)), available)
+    assert total(got) == total(assign_lap_replicated(scores, available, sizes))
 
 
 def test_shared_group_hand_computed():

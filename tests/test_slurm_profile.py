@@ -14,6 +14,9 @@ import pytest
 import yaml
 from conftest import DATA_DIR, REPO
 
+from fangprune.config import validate_config
+from fangprune.resources import Shape, Terms, host_mib, job_request, run_tokens
+
 submit_string = pytest.importorskip("snakemake_executor_plugin_slurm.submit_string")
 slurm_utils = pytest.importorskip("snakemake_executor_plugin_slurm.utils")
 
@@ -112,14 +115,48 @@ def test_gpu_rules_ask_sbatch_for_gpus_and_cpu_rules_for_none(tmp_path):
     assert local_rules(cfg, tmp_path) == LOCAL_RULES
     remote = [j for j in jobs if j.name not in LOCAL_RULES]
     assert {j.name for j in remote} == GPU_RULES | {"prepare_model"}
+    validated = validate_config(yaml.safe_load(cfg.read_text()))
     for job in remote:
         line = sbatch_line(job)
-        assert "-A lab" in line, line
+        want = job_request(job.name, validated, job.wildcards["model"], job.name in GPU_RULES, job.threads)
+        assert "-A lab" in line and f"--mem {want['mem_mb']}" in line and f"-t {want['runtime']}" in line, line
         if job.name in GPU_RULES:
-            assert "--gpus=a100:1" in line and "-p gpu" in line and "--mem 32000" in line and "-t 120" in line, line
+            assert "--gpus=a100:1" in line and "-p gpu" in line, line
+            assert job.resources.gpu_mem_mb == want["gpu_mem_mb"] > 0
         else:
-            assert "--gpus" not in line and "--gres" not in line and "-p cpu" in line and "-t 60" in line, line
+            assert "--gpus" not in line and "--gres" not in line and "-p cpu" in line, line
             assert "--ntasks=1" in line
+
+
+def test_sbatch_lines_carry_the_requests_predicted_from_the_shape(tmp_path):
+    """Full-depth LLaMA-2-7B and -70B shapes (presets with 32 and 80 layers: validation reads their configs, the
+    dry run builds nothing): every job asks sbatch for its predicted memory and time, the 70B more than the 7B by
+    the ratio of the formula, and a model entry's mem_mb replaces the prediction for that model only."""
+    models = {"l7b": {"source": "random:llama2-7b:32", "dtype": "bfloat16"},
+              "l70b": {"source": "random:llama2-70b:80", "dtype": "bfloat16"},
+              "l70b-fixed": {"source": "random:llama2-70b:80", "dtype": "bfloat16", "mem_mb": 700000}}
+    cfg = config(tmp_path, models=models, methods={"obc": {}, "o-fang": {}}, sparsities=[0.3])
+    validated = validate_config(yaml.safe_load(cfg.read_text()))
+    mem = {}
+    for job in planned_jobs(dry_run(tmp_path, cfg)):
+        if job.name in LOCAL_RULES:
+            continue
+        want = job_request(job.name, validated, job.wildcards["model"], job.name in GPU_RULES, job.threads)
+        line = sbatch_line(job)
+        model = job.wildcards["model"]
+        mem[job.name, model] = int(re.search(r"--mem (\d+)", line).group(1))
+        if model == "l70b-fixed":
+            assert mem[job.name, model] == 700000, line
+        else:
+            assert mem[job.name, model] == want["mem_mb"] and f"-t {want['runtime']}" in line, line
+    for rule in ("prepare_model", "prune", "scores", "evaluate_ppl"):
+        shapes = {m: Shape.from_source_shape(validated["_shapes"][m]) for m in ("l7b", "l70b")}
+        tokens = run_tokens(validated)
+        gpu = rule != "prepare_model"
+        ratio = (host_mib(rule, Terms.of(shapes["l70b"], tokens, "bfloat16"), gpu=gpu)
+                 / host_mib(rule, Terms.of(shapes["l7b"], tokens, "bfloat16"), gpu=gpu))
+        assert ratio > 9  # the weights dominate: 69.3 / 6.88 billion parameters (49,152-row embeddings)
+        assert mem[rule, "l70b"] / mem[rule, "l7b"] == pytest.approx(ratio, rel=0.02)
 
 
 def test_multi_gpu_model_asks_for_its_gpus_in_whole_model_jobs_only(tmp_path):

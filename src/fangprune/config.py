@@ -102,6 +102,7 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
                     f"but at most {cap:.3f} of the MLP can be removed"
                     + (f" (the shared group of 1/(K+1) with K={k} is exempt)" if cap < 1 else "")
                 )
+    config["_shapes"] = {}
     if check_sources:
         for name, entry in config["models"].items():
             try:
@@ -114,7 +115,11 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
                     f"config key 'models.{name}.source': unsupported architecture {mtype!r}; "
                     f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
                 )
-            _check_context(config, resolved, name, source_shape(src))
+            shape = source_shape(src)
+            _check_context(config, resolved, name, shape)
+            if shape is not None:
+                config["_shapes"][name] = shape
+        _check_resources(config, resolved)
     _check_zeroshot(config)
     _check_tables(config)
     _check_export(config, resolved, check_sources)
@@ -210,6 +215,40 @@ def _check_context(config: dict, methods: dict, model: str, shape: dict | None) 
         if tokens > context:
             raise ConfigError(f"config key '{key}' ({tokens} tokens): longer than the context of models.{model} "
                               f"({context} tokens); use at most {context}")
+
+
+def _check_resources(config: dict, methods: dict) -> None:
+    """Every job's host request fits ``resources.max_mem_mb`` and its predicted GPU memory fits the GPUs it gets
+    (``resources.gpu_memory_mb`` per GPU: one for a layer-wise step, the model's ``gpus`` for a whole-model one)."""
+    from fangprune.resources import LAYERWISE, job_request
+
+    res = config["resources"]
+    if not (res["max_mem_mb"] or res["gpu_memory_mb"]):
+        return
+    grouped = any(get_method(m["algorithm"]).uses_groups for m in methods.values())
+    rules = {"prepare_model": False, "prune": True, "evaluate_ppl": True}
+    if grouped:
+        rules.update(cluster=True, scores=True)
+    if config["zeroshot"]["tasks"]:
+        rules["evaluate_zeroshot"] = True
+    if config["export"]["gguf"]:
+        rules["export_gguf"] = False
+    for model, entry in config["models"].items():
+        for rule, gpu_rule in rules.items():
+            req = job_request(rule, config, model, gpu_rule, config["threads"])
+            if res["max_mem_mb"] and req["mem_mb"] > res["max_mem_mb"]:
+                raise ConfigError(
+                    f"models.{model}: one {rule} job asks for {req['mem_mb']} MB of host memory (predicted from its "
+                    f"shape, or its mem_mb), more than resources.max_mem_mb ({res['max_mem_mb']} MB)")
+            if res["gpu_memory_mb"] and req["gpu_mem_mb"] and config["device"] != "cpu":
+                gpus = 1 if rule in LAYERWISE else entry.get("gpus", 1)
+                if req["gpu_mem_mb"] > gpus * res["gpu_memory_mb"]:
+                    need = -(-req["gpu_mem_mb"] // res["gpu_memory_mb"])
+                    hint = ("a decoder layer does not fit one GPU" if rule in LAYERWISE else
+                            f"set models.{model}.gpus: {need} and device_map: auto")
+                    raise ConfigError(
+                        f"models.{model}: one {rule} job needs about {req['gpu_mem_mb']} MB of GPU memory, more than "
+                        f"{gpus} GPU(s) of resources.gpu_memory_mb ({res['gpu_memory_mb']} MB); {hint}")
 
 
 def _check_tables(config: dict) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -178,6 +179,20 @@ def timed_step(name: str) -> Iterator[dict]:
         info["wall_s"] = round(time.perf_counter() - start, 3)
         info.update(peak_memory())
         log.info("end %s: %s", name, json.dumps(info))
+
+
+_END_LINE = re.compile(r" end [^:{]+: (\{.*\})")
+
+
+def log_peak_mib(log_file: str | os.PathLike) -> float | None:
+    """The largest ``max_rss_mib`` of the ``end <step>`` lines ``timed_step`` wrote to a job's log (getrusage of
+    the job's process, so no short peak is missed); None when the log has none."""
+    try:
+        text = Path(log_file).read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    peaks = [json.loads(m.group(1)).get("max_rss_mib", 0.0) for m in _END_LINE.finditer(text)]
+    return max(peaks) if peaks else None
 
 
 def provenance() -> dict[str, Any]:

@@ -7,8 +7,9 @@ group of m channels, using the cluster-neuron score matrix S [K, N_n] (Eq. 5):
 * functional groups: the remaining channels are assigned to contexts so that sum_k sum_{j in G_k} s_kj is
   maximal with |G_k| = m.
 
-``method="lap"`` (paper): shared group by selection frequency (ties by total score), assignment as a linear
-assignment problem solved exactly with ``scipy.optimize.linear_sum_assignment`` (each context replicated m times).
+``method="lap"`` (paper): shared group by selection frequency (ties by total score), assignment as the
+paper's linear assignment problem (each context replicated m times), solved exactly in its transportation form
+(K columns instead of N_n, see ``assign_lap``).
 ``method="greedy"`` (reference code, from LLaMA-MoE-v2): the shared group is built by repeated top-m voting
 (highest vote count first, ties by ascending channel index), and channels are assigned greedily by the largest
 remaining raw score.
@@ -38,19 +39,91 @@ def shared_group_frequency(scores: np.ndarray, m: int) -> np.ndarray:
 
 def assign_lap(scores: np.ndarray, available: np.ndarray, m: int | list[int]) -> list[np.ndarray]:
     """Assign ``available`` channels to K groups of m (or of the sizes ``m``) maximising the summed in-group
-    scores (exact)."""
+    scores (exact).
+
+    The paper's linear assignment problem replicates context k |G_k| times: a channels x channels matrix, cubic
+    time and 4.7 GiB of float64 at LLaMA-2-70B's 28672 channels (``assign_lap_replicated``). Every slot of a
+    context is alike, so the same optimum is found on K nodes: channels are inserted one at a time, each along
+    the shortest augmenting path of the residual network (successive shortest paths, which keeps the partial
+    assignment optimal), where the edge g -> h is the cheapest move of one channel from group g to group h
+    (kept in K(K-1) lazy heaps) and the path is found by Bellman-Ford over the K groups. Memory O(N_n K),
+    time O(N_n K^3) plus the heaps.
+    """
+    import heapq
+
+    k = scores.shape[0]
+    sizes = np.asarray(_check_sizes(available, k, m))
+    gain = np.ascontiguousarray(scores[:, available].T, dtype=np.float64)  # [channels, K]
+    n = gain.shape[0]
+    tol = 1e-12 * max(1.0, float(np.abs(gain).max()))  # no relaxation on rounding noise: no phantom cycles
+    group_of = np.full(n, -1, dtype=np.int64)
+    count = np.zeros(k, dtype=np.int64)
+    heaps: list[list[list]] = [[[] for _ in range(k)] for _ in range(k)]  # heaps[g][h]: (cost of i: g -> h, i)
+    move_cost = np.full((k, k), np.inf)
+
+    def join(i: int, g: int) -> None:
+        group_of[i] = g
+        for h in range(k):
+            if h != g:
+                heapq.heappush(heaps[g][h], (gain[i, g] - gain[i, h], i))
+
+    def refresh(g: int) -> None:
+        for h in range(k):
+            heap = heaps[g][h]
+            while heap and group_of[heap[0][1]] != g:
+                heapq.heappop(heap)
+            move_cost[g, h] = heap[0][0] if heap else np.inf
+
+    cols = np.arange(k)
+    for j in range(n):
+        dist = -gain[j].copy()  # channel j straight into group g
+        pred = np.full(k, -1, dtype=np.int64)
+        for _ in range(k - 1):
+            via = dist[:, None] + move_cost  # [from, to]
+            best = via.argmin(0)
+            val = via[best, cols]
+            better = val < dist - tol
+            if not better.any():
+                break
+            dist[better] = val[better]
+            pred[better] = best[better]
+        free = np.flatnonzero(count < sizes)
+        path = [int(free[np.argmin(dist[free])])]
+        while pred[path[-1]] >= 0:
+            path.append(int(pred[path[-1]]))
+            if len(path) > k:
+                raise RuntimeError("neuron-to-function assignment: a negative cycle (non-finite scores?)")
+        path.reverse()  # j -> path[0] -> ... -> path[-1] (a group with room)
+        moved = [(heaps[g][h][0][1], h) for g, h in zip(path[:-1], path[1:])]
+        for i, h in moved:
+            join(i, h)
+        join(j, path[0])
+        count[path[-1]] += 1
+        for g in set(path):
+            refresh(g)
+    return [np.sort(available[group_of == g]) for g in range(k)]
+
+
+def assign_lap_replicated(scores: np.ndarray, available: np.ndarray, m: int | list[int]) -> list[np.ndarray]:
+    """The paper's form of ``assign_lap``: ``scipy.optimize.linear_sum_assignment`` on the channels x slots
+    matrix, context k replicated |G_k| times. Quadratic memory; kept to check the transportation form."""
     from scipy.optimize import linear_sum_assignment
 
     k = scores.shape[0]
-    sizes = [m] * k if isinstance(m, (int, np.integer)) else list(m)
-    if available.size != sum(sizes):
-        raise ValueError(f"{available.size} channels cannot fill {k} groups of {sizes}")
+    sizes = _check_sizes(available, k, m)
     slot_group = np.repeat(np.arange(k), sizes)
-    cost = -scores[:, available].T[:, slot_group]  # [channels, slots]: context k replicated |G_k| times
+    cost = -scores[:, available].T[:, slot_group]
     rows, cols = linear_sum_assignment(cost)
     group_of = np.empty(available.size, dtype=np.int64)
     group_of[rows] = slot_group[cols]
     return [np.sort(available[group_of == g]) for g in range(k)]
+
+
+def _check_sizes(available: np.ndarray, k: int, m: int | list[int]) -> list[int]:
+    sizes = [m] * k if isinstance(m, (int, np.integer)) else list(m)
+    if available.size != sum(sizes):
+        raise ValueError(f"{available.size} channels cannot fill {k} groups of {sizes}")
+    return sizes
 
 
 def shared_group_voting(scores: np.ndarray, m: int) -> np.ndarray:

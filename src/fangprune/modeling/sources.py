@@ -33,12 +33,12 @@ def source_model_type(src: dict) -> str | None:
 #: Shape keys of source_shape, from a HF config.
 _HF_KEYS = {"hidden_size": "hidden_size", "intermediate_size": "intermediate_size", "layers": "num_hidden_layers",
             "heads": "num_attention_heads", "kv_heads": "num_key_value_heads", "head_dim": "head_dim",
-            "vocab_size": "vocab_size", "context": "max_position_embeddings"}
+            "vocab_size": "vocab_size", "context": "max_position_embeddings", "tied": "tie_word_embeddings"}
 
 
 def source_shape(src: dict) -> dict | None:
     """The dimensions of a resolved source without loading weights: model_type, hidden_size, intermediate_size,
-    layers, heads, kv_heads, head_dim, vocab_size and context (tokens), from a local config.json, a GGUF header
+    layers, heads, kv_heads, head_dim, vocab_size, context (tokens) and tied (LM head = embedding; None: unknown), from a local config.json, a GGUF header
     or a random model's config; None for hub ids (known only once downloaded)."""
     if src["kind"] == "random":
         from fangprune.modeling.tiny import tiny_kwargs
@@ -86,7 +86,9 @@ def _gguf_config(path: str) -> tuple:
             ("num_key_value_heads", get(f"{arch}.attention.head_count_kv")),
             ("head_dim", get(f"{arch}.attention.key_length")),
             ("vocab_size", len(tokens.data) if tokens is not None else None),
-            ("max_position_embeddings", get(f"{arch}.context_length")))
+            ("max_position_embeddings", get(f"{arch}.context_length")),
+            # llama.cpp writes no output.weight when the LM head is the embedding
+            ("tie_word_embeddings", not any(t.name == "output.weight" for t in reader.tensors)))
 
 
 #: Tiny random models for tests and CI: name -> (architecture, config overrides of testing.tiny_config).

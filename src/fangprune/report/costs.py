@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-FIELDS = ["rule", "model", "jobs", "wall_s", "cpu_s", "max_rss_mb", "max_job_wall_s"]
+FIELDS = ["rule", "model", "jobs", "wall_s", "cpu_s", "max_rss_mb", "log_peak_mib", "max_job_wall_s"]
 MODELLESS_RULES = ("tables", "costs")
 
 
@@ -23,10 +23,12 @@ def _model_of(rule: str, parts: tuple[str, ...], models: list[str]) -> str | Non
     return next((n for n in names if n in models), None)
 
 
-def read_benchmarks(root: str | Path, models: list[str]) -> pd.DataFrame:
+def read_benchmarks(root: str | Path, models: list[str], logs: str | Path | None = None) -> pd.DataFrame:
     """One row per benchmark record under ``root`` (``repeat()`` benchmarks have several) whose model is one of
     ``models``, or whose rule has no model: rule, model, wall_s, cpu_s, max_rss_mb (NaN where Snakemake wrote
-    "-" or "NA" for a job too short to sample)."""
+    "-" or "NA" for a job too short to sample) and log_peak_mib, the job's peak from its log under ``logs`` (the
+    same relative path, ``.log``): Snakemake samples RSS and misses short peaks (424 MB sampled for a job whose
+    log peak was 5031 MiB, docs/scale.md), so requests are sized by the log peak."""
     root = Path(root)
     frames = []
     for path in sorted(root.rglob("*.tsv")):
@@ -37,9 +39,17 @@ def read_benchmarks(root: str | Path, models: list[str]) -> pd.DataFrame:
         tsv = pd.read_csv(path, sep="\t", na_values=["-", "NA"])
         frames.append(pd.DataFrame({"rule": parts[0], "model": model, "wall_s": tsv["s"].fillna(0.0),
                                     "cpu_s": tsv.get("cpu_time", pd.Series(0.0, index=tsv.index)).fillna(0.0),
-                                    "max_rss_mb": pd.to_numeric(tsv.get("max_rss"), errors="coerce")}))
-    columns = ["rule", "model", "wall_s", "cpu_s", "max_rss_mb"]
+                                    "max_rss_mb": pd.to_numeric(tsv.get("max_rss"), errors="coerce"),
+                                    "log_peak_mib": _log_peak(logs, parts)}))
+    columns = ["rule", "model", "wall_s", "cpu_s", "max_rss_mb", "log_peak_mib"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def _log_peak(logs: str | Path | None, parts: tuple[str, ...]) -> float:
+    from fangprune.io import log_peak_mib
+
+    peak = log_peak_mib(Path(logs, *parts).with_suffix(".log")) if logs is not None else None
+    return float("nan") if peak is None else peak
 
 
 def cost_table(benchmarks: pd.DataFrame) -> pd.DataFrame:
@@ -48,13 +58,13 @@ def cost_table(benchmarks: pd.DataFrame) -> pd.DataFrame:
     if benchmarks.empty:
         return pd.DataFrame(columns=FIELDS)
     agg = dict(jobs=("wall_s", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"),
-               max_rss_mb=("max_rss_mb", "max"), max_job_wall_s=("wall_s", "max"))
+               max_rss_mb=("max_rss_mb", "max"), log_peak_mib=("log_peak_mib", "max"), max_job_wall_s=("wall_s", "max"))
     per_rule = benchmarks.groupby(["rule", "model"], as_index=False).agg(**agg)
     with_model = benchmarks[benchmarks["model"] != "-"]
     per_model = with_model.groupby("model", as_index=False).agg(**agg).assign(rule="total")
     overall = benchmarks.assign(model="all").groupby("model", as_index=False).agg(**agg).assign(rule="total")
     table = pd.concat([per_rule, per_model, overall], ignore_index=True)[FIELDS]
-    table = table.round({"wall_s": 2, "cpu_s": 2, "max_rss_mb": 1, "max_job_wall_s": 2})
+    table = table.round({"wall_s": 2, "cpu_s": 2, "max_rss_mb": 1, "log_peak_mib": 1, "max_job_wall_s": 2})
     order = [table["rule"] == "total", table["model"] == "all", table["rule"], table["model"]]
     keys = pd.DataFrame({f"k{i}": k for i, k in enumerate(order)})
     return table.loc[keys.sort_values(list(keys.columns)).index].reset_index(drop=True)
@@ -70,8 +80,9 @@ def to_markdown(table: pd.DataFrame) -> str:
         "Rule": table["rule"], "Model": table["model"], "Jobs": table["jobs"].astype(str),
         "Wall (s)": table["wall_s"].map("{:.1f}".format), "CPU (s)": table["cpu_s"].map("{:.1f}".format),
         "Max RSS (MB)": table["max_rss_mb"].map(lambda x: "" if pd.isna(x) else f"{x:.0f}"),
+        "Peak RSS, log (MiB)": table["log_peak_mib"].map(lambda x: "" if pd.isna(x) else f"{x:.0f}"),
         "Longest job (s)": table["max_job_wall_s"].map("{:.1f}".format),
     })
     total = table["rule"] == "total"
     view.loc[total] = view.loc[total].map(lambda c: f"**{c}**" if c else c)
-    return view.to_markdown(index=False, colalign=["left"] * 2 + ["right"] * 5) + "\n"
+    return view.to_markdown(index=False, colalign=["left"] * 2 + ["right"] * 6) + "\n"

