@@ -16,15 +16,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from fangprune.config import validate_config
+from fangprune.config import _merge, validate_config
 from fangprune.io import log_peak_mib
 from fangprune.resources import predict, run_tokens
-
-
-def deep_update(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = deep_update(base.get(key) or {}, value) if isinstance(value, dict) else value
-    return base
 
 
 def peaks(run: Path, config: dict) -> list[dict]:
@@ -49,7 +43,7 @@ def main(specs: list[str]) -> None:
         run, _, files = spec.partition(":")
         raw: dict = {}
         for f in files.split(","):
-            deep_update(raw, yaml.safe_load(Path(f).read_text()) or {})
+            raw = _merge(raw, yaml.safe_load(Path(f).read_text()) or {})
         rows += peaks(Path(run), validate_config(raw))
     frame = pd.DataFrame(rows)
     frame["ratio"] = (frame["measured_mib"] / frame["predicted_mib"]).round(3)

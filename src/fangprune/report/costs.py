@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fangprune.io import log_peak_mib
+
 FIELDS = ["rule", "model", "jobs", "wall_s", "cpu_s", "max_rss_mb", "log_peak_mib", "max_job_wall_s"]
 MODELLESS_RULES = ("tables", "costs")
 
@@ -46,8 +48,6 @@ def read_benchmarks(root: str | Path, models: list[str], logs: str | Path | None
 
 
 def _log_peak(logs: str | Path | None, parts: tuple[str, ...]) -> float:
-    from fangprune.io import log_peak_mib
-
     peak = log_peak_mib(Path(logs, *parts).with_suffix(".log")) if logs is not None else None
     return float("nan") if peak is None else peak
 
