@@ -36,7 +36,7 @@ rule importance:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources("importance", whole_model=True),
+        **gpu_resources("importance"),
     params:
         measure=lambda w: w.measure,
         batch_size=model_batch_size("calibration"),

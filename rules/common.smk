@@ -17,7 +17,7 @@ from fangprune.config import (
     zeroshot_settings,
 )
 from fangprune.methods.registry import get_method
-from fangprune.resources import job_request
+from fangprune.resources import GPU_RULES, WHOLE_MODEL, job_request
 
 try:
     validate_config(config, check_sources=workflow.is_main_process)
@@ -318,25 +318,30 @@ def _runtime(base):
     return runtime
 
 
-def _request(step, gpu_rule):
+def _request(step):
     """One value of a job's request (mem_mb, runtime, gpu_mem_mb): the model entry's or resources' value, else
     the prediction from the model's shape (fangprune.resources, docs/scale.md)."""
 
     def value(key):
         return lambda w: job_request(
-            step, config, getattr(w, "model", None), gpu_rule, config["threads"]
+            step, config, getattr(w, "model", None), config["threads"]
         )[key]
 
     return value
 
 
-def gpu_resources(step, whole_model=False):
-    """Resources of a GPU step; ``whole_model`` steps get the model's ``gpus`` (for its device_map), layer-wise
-    steps one GPU (they stream one decoder layer at a time). With ``device: cpu`` they ask for no GPU.
+def gpu_resources(step):
+    """Resources of a GPU step (fangprune.resources.GPU_RULES): whole-model steps get the model's ``gpus`` (for
+    its device_map), layer-wise steps one GPU (they stream one decoder layer at a time). With ``device: cpu``
+    they ask for no GPU.
     """
-    request = _request(step, True)
+    if step not in GPU_RULES:
+        raise WorkflowError(
+            f"{step} is not in fangprune.resources.GPU_RULES: use cpu_resources"
+        )
+    request = _request(step)
     res = {
-        "gpu": _gpu_count(whole_model),
+        "gpu": _gpu_count(step in WHOLE_MODEL),
         "mem_mb": request("mem_mb"),
         "runtime": _runtime(request("runtime")),
         "gpu_mem_mb": request("gpu_mem_mb"),
@@ -353,7 +358,11 @@ def gpu_resources(step, whole_model=False):
 
 def cpu_resources(step):
     """Resources of a CPU step: no GPU."""
-    request = _request(step, False)
+    if step in GPU_RULES:
+        raise WorkflowError(
+            f"{step} is in fangprune.resources.GPU_RULES: use gpu_resources"
+        )
+    request = _request(step)
     res = {
         "mem_mb": request("mem_mb"),
         "runtime": _runtime(request("runtime")),

@@ -22,7 +22,7 @@ rule evaluate_ppl:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources("evaluate_ppl", whole_model=True),
+        **gpu_resources("evaluate_ppl"),
     params:
         **EVAL_PARAMS,
         model=lambda w: w.model,
@@ -47,7 +47,7 @@ rule evaluate_dense:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources("evaluate_dense", whole_model=True),
+        **gpu_resources("evaluate_dense"),
     params:
         **EVAL_PARAMS,
         model=lambda w: w.model,

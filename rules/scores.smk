@@ -13,7 +13,7 @@ rule scores:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources("scores", whole_model=True),
+        **gpu_resources("scores"),
     params:
         loss=lambda w: SCORINGS[w.score]["score_loss"],
         device_map=model_device_map,

@@ -12,7 +12,7 @@ rule evaluate_speed:
         "../envs/fangprune.yaml"
     threads: speed_threads()
     resources:
-        **gpu_resources("evaluate_speed", whole_model=True),
+        **gpu_resources("evaluate_speed"),
     params:
         **{k: v for k, v in config["speed"].items() if k not in ("enabled", "threads")},
         model=lambda w: w.model,

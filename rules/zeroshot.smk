@@ -25,7 +25,7 @@ rule evaluate_zeroshot:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources("evaluate_zeroshot", whole_model=True),
+        **gpu_resources("evaluate_zeroshot"),
     params:
         **ZS_PARAMS,
         method=lambda w: w.method,
@@ -47,7 +47,7 @@ rule evaluate_zeroshot_dense:
         "../envs/fangprune.yaml"
     threads: config["threads"]
     resources:
-        **gpu_resources("evaluate_zeroshot_dense", whole_model=True),
+        **gpu_resources("evaluate_zeroshot_dense"),
     params:
         **ZS_PARAMS,
         method="dense",

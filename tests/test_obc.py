@@ -1,11 +1,14 @@
 import torch
 
 from fangprune.core.obs import (
+    _invert_spd_in_place,
+    _mirror_upper,
     block_saliency,
     column_saliency,
     dampened_inverse,
     obs_compensate,
 )
+from fangprune.core.obs import dampen
 from fangprune.core.selection import lowest
 
 
@@ -29,6 +32,52 @@ def test_dampening_hand_computed():
     H = torch.tensor([[2.0, 0.0], [0.0, 4.0]])
     # damp = 0.5 * mean(diag) = 1.5 -> diag [3.5, 5.5]
     assert torch.allclose(dampened_inverse(H, 0.5), torch.diag(torch.tensor([1 / 3.5, 1 / 5.5], dtype=torch.float64)))
+
+
+def test_in_place_inverse_is_the_inverse_in_the_same_memory():
+    torch.manual_seed(0)
+    n = 2100  # more than one block of 2048 rows in the mirror
+    R = torch.randn(n, 50, dtype=torch.float64)
+    A = R @ R.T + torch.diag(torch.rand(n, dtype=torch.float64) + 0.5)
+    ref = torch.linalg.inv(A)
+    ptr = A.data_ptr()
+    assert _invert_spd_in_place(A)
+    assert A.data_ptr() == ptr
+    assert torch.equal(A, A.T)  # exactly symmetric: the lower triangle is the upper one copied
+    assert torch.allclose(A, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_mirror_upper_hand_computed():
+    A = torch.tensor([[1.0, 2.0, 3.0], [9.0, 4.0, 5.0], [9.0, 9.0, 6.0]])
+    _mirror_upper(A, block=2)
+    assert torch.equal(A, torch.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 5.0], [3.0, 5.0, 6.0]]))
+
+
+def test_dampened_inverse_matches_torch_and_falls_back_to_pinv():
+    torch.manual_seed(1)
+    X = torch.randn(400, 70)
+    X[:, 5] = 0.0  # a dead input: H_55 = 0 -> 1
+    H = X.T @ X
+    assert torch.allclose(dampened_inverse(H, 0.01), torch.linalg.inv(dampen(H, 0.01)), rtol=1e-9, atol=1e-12)
+    # indefinite even after dampening: Cholesky fails, the pseudo-inverse is returned
+    M = torch.diag(torch.tensor([1.0, -5.0, 2.0]))
+    assert torch.allclose(dampened_inverse(M, 0.01), torch.linalg.pinv(dampen(M, 0.01), hermitian=True))
+
+
+def test_blockwise_compensation_equals_the_closed_form():
+    """Eq. 10 applied a few columns at a time equals W - W_M (Hinv_MM)^-1 Hinv_M,: in one product."""
+    torch.manual_seed(2)
+    X = torch.randn(300, 40) @ torch.randn(40, 40)
+    W = torch.randn(12, 40)
+    Hinv = dampened_inverse(X.T @ X, 0.01)
+    pruned = torch.tensor([1, 7, 8, 20, 33, 39])
+    W64 = W.double()
+    closed = W64 - W64[:, pruned] @ torch.linalg.inv(Hinv[pruned][:, pruned]) @ Hinv[pruned, :]
+    closed[:, pruned] = 0.0
+    for block in (3, 16, 4096):
+        assert torch.allclose(obs_compensate(W64, Hinv, pruned, block=block), closed, rtol=1e-9, atol=1e-10)
+    assert not torch.equal(obs_compensate(W64, Hinv, pruned), W64)  # float64 input is not modified in place
+    assert W64[0, 1] != 0.0
 
 
 def test_single_column_compensation_hand_computed():

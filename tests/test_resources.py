@@ -51,14 +51,16 @@ def test_terms_hand_computed():
     assert s.layer_params == 152 and s.params == 388
     m = Terms.of(s, t, "float32")
     assert m.weights * MiB == 388 * 4 and m.layer * MiB == 152 * 4
-    # widest structured input: mlp 8 -> 2 * 64 * 8 fp64; fp32 Hessians: 3*16 + 16 + 64 = 128 entries
-    assert m.obs * MiB == 2 * 64 * 8 + 128 * 4
+    # widest structured input: mlp 8 -> 64 fp64 entries inverted in place on the CPU, factor + inverse on a GPU;
+    # fp32 Hessians: 3*16 + 16 + 64 = 128 entries; compensation: down_proj (4 x 8) in fp64 and its update
+    assert m.obs * MiB == 64 * 8 + 128 * 4 + 2 * 32 * 8
+    assert m.obs_gpu * MiB == 2 * 64 * 8 + 128 * 4 + 2 * 32 * 8
     assert m.states * MiB == 2 * 6 * 4 * 4 and m.features * MiB == 6 * 4 * 4 and m.logits * MiB == 2 * 5 * 10 * 4
     assert m.acts * MiB == 4 * 1 * 3 * 8 * 4  # one batch of 3 tokens through the 8-wide MLP, 4 live copies
     assert host_mib("prune", m) == BASE_MIB + max(2 * m.weights, m.weights + m.layer + m.acts + m.obs + m.states)
     # on a GPU job the layer and its OBS state live on the GPU, the hidden states stay on the host
     assert host_mib("prune", m, gpu=True) == BASE_MIB + max(2 * m.weights, m.weights + m.states)
-    assert gpu_mib("prune", m) == m.layer + m.acts + m.obs
+    assert gpu_mib("prune", m) == m.layer + m.acts + m.obs_gpu
 
 
 def test_a_request_is_the_prediction_with_its_margin():
@@ -75,14 +77,14 @@ def test_70b_asks_for_more_than_7b_by_the_formulas_ratio_and_mem_mb_wins(tmp_pat
     cfg = _config(tmp_path, a={"source": "random:llama2-7b:32"}, b={"source": "random:llama2-70b:80"},
                   c={"source": "random:llama2-70b:80", "mem_mb": 123456, "runtime": 77})
     for rule, gpu in (("prepare_model", False), ("prune", True), ("evaluate_ppl", True)):
-        small, big = (job_request(rule, cfg, m, gpu) for m in "ab")
+        small, big = (job_request(rule, cfg, m) for m in "ab")
         ratio = (predict(rule, cfg["_shapes"]["b"], _tokens(cfg), gpu=gpu)["host_mib"]
                  / predict(rule, cfg["_shapes"]["a"], _tokens(cfg), gpu=gpu)["host_mib"])
         assert ratio > 9 and big["mem_mb"] / small["mem_mb"] == pytest.approx(ratio, rel=0.01)
-        assert job_request(rule, cfg, "c", gpu)["mem_mb"] == 123456 and job_request(rule, cfg, "c", gpu)["runtime"] == 77
+        assert job_request(rule, cfg, "c")["mem_mb"] == 123456 and job_request(rule, cfg, "c")["runtime"] == 77
     cfg["resources"]["cpu_mem_mb"] = 4321
-    assert job_request("prepare_model", cfg, "a", False)["mem_mb"] == 4321
-    assert job_request("prepare_model", cfg, "c", False)["mem_mb"] == 123456  # the model entry first
+    assert job_request("prepare_model", cfg, "a")["mem_mb"] == 4321
+    assert job_request("prepare_model", cfg, "c")["mem_mb"] == 123456  # the model entry first
 
 
 def _tokens(cfg):
@@ -94,7 +96,8 @@ def _tokens(cfg):
 def test_a_hub_id_falls_back_to_the_fixed_requests(tmp_path):
     cfg = _config(tmp_path, hub={"source": "meta-llama/Llama-2-7b-hf"})
     assert "hub" not in cfg["_shapes"]
-    assert job_request("prune", cfg, "hub", True) == {"mem_mb": 32000, "runtime": 120, "gpu_mem_mb": 0}
+    assert job_request("prune", cfg, "hub") == {"mem_mb": 32000, "runtime": 120, "gpu_mem_mb": 0}
+    assert job_request("groups", cfg, "hub") == {"mem_mb": 8000, "runtime": 60, "gpu_mem_mb": 0}  # a CPU rule
 
 
 def test_validation_stops_jobs_larger_than_the_site_allows(tmp_path):

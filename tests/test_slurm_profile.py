@@ -15,6 +15,7 @@ import yaml
 from conftest import DATA_DIR, REPO
 
 from fangprune.config import validate_config
+from fangprune import resources as predicted
 from fangprune.resources import Shape, Terms, host_mib, job_request, run_tokens
 
 submit_string = pytest.importorskip("snakemake_executor_plugin_slurm.submit_string")
@@ -115,10 +116,11 @@ def test_gpu_rules_ask_sbatch_for_gpus_and_cpu_rules_for_none(tmp_path):
     assert local_rules(cfg, tmp_path) == LOCAL_RULES
     remote = [j for j in jobs if j.name not in LOCAL_RULES]
     assert {j.name for j in remote} == GPU_RULES | {"prepare_model"}
+    assert set(predicted.GPU_RULES) == GPU_RULES and set(predicted.WHOLE_MODEL) == WHOLE_MODEL_RULES
     validated = validate_config(yaml.safe_load(cfg.read_text()))
     for job in remote:
         line = sbatch_line(job)
-        want = job_request(job.name, validated, job.wildcards["model"], job.name in GPU_RULES, job.threads)
+        want = job_request(job.name, validated, job.wildcards["model"], job.threads)
         assert "-A lab" in line and f"--mem {want['mem_mb']}" in line and f"-t {want['runtime']}" in line, line
         if job.name in GPU_RULES:
             assert "--gpus=a100:1" in line and "-p gpu" in line, line
@@ -141,7 +143,7 @@ def test_sbatch_lines_carry_the_requests_predicted_from_the_shape(tmp_path):
     for job in planned_jobs(dry_run(tmp_path, cfg)):
         if job.name in LOCAL_RULES:
             continue
-        want = job_request(job.name, validated, job.wildcards["model"], job.name in GPU_RULES, job.threads)
+        want = job_request(job.name, validated, job.wildcards["model"], job.threads)
         line = sbatch_line(job)
         model = job.wildcards["model"]
         mem[job.name, model] = int(re.search(r"--mem (\d+)", line).group(1))

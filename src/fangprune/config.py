@@ -226,16 +226,16 @@ def _check_resources(config: dict, methods: dict) -> None:
     if not (res["max_mem_mb"] or res["gpu_memory_mb"]):
         return
     grouped = any(get_method(m["algorithm"]).uses_groups for m in methods.values())
-    rules = {"prepare_model": False, "prune": True, "evaluate_ppl": True}
+    rules = ["prepare_model", "prune", "evaluate_ppl"]
     if grouped:
-        rules.update(cluster=True, scores=True)
+        rules += ["cluster", "scores"]
     if config["zeroshot"]["tasks"]:
-        rules["evaluate_zeroshot"] = True
+        rules.append("evaluate_zeroshot")
     if config["export"]["gguf"]:
-        rules["export_gguf"] = False
+        rules.append("export_gguf")
     for model, entry in config["models"].items():
-        for rule, gpu_rule in rules.items():
-            req = job_request(rule, config, model, gpu_rule, config["threads"])
+        for rule in rules:
+            req = job_request(rule, config, model, config["threads"])
             if res["max_mem_mb"] and req["mem_mb"] > res["max_mem_mb"]:
                 raise ConfigError(
                     f"models.{model}: one {rule} job asks for {req['mem_mb']} MB of host memory (predicted from its "

@@ -38,9 +38,13 @@ READ_BPS = 200e6
 MIN_RUNTIME = 10
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
+#: The rules that run on the model's device (GPU rules): the layer-wise ones stream one decoder layer through one
+#: GPU, the whole-model ones hold the model on the model entry's ``gpus``. Every other rule is a CPU rule. The
+#: workflow's resources (rules/common.smk), validation and the predictions all read these two tuples.
 LAYERWISE = ("cluster", "complexity", "prune")
 WHOLE_MODEL = ("scores", "importance", "evaluate_ppl", "evaluate_dense", "evaluate_zeroshot",
                "evaluate_zeroshot_dense", "evaluate_speed")
+GPU_RULES = LAYERWISE + WHOLE_MODEL
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,9 @@ class Terms:
 
     weights: float  # the model at the job's dtype
     layer: float  # one decoder layer at the job's dtype
-    obs: float  # one layer's OBS state: widest fp64 H^-1 twice (factor + inverse) and every fp32 H of the layer
+    obs: float  # one layer's OBS state on the CPU: the widest fp64 H^-1 (inverted in place), every fp32 H of the
+    # layer, and the compensation's fp64 copy of down_proj with its update (twice hidden x MLP x 8 B)
+    obs_gpu: float  # the same on a GPU: torch's factor and inverse are two fp64 matrices
     states: float  # calibration hidden states, inputs and outputs of a layer (fp32; on the host between layers)
     features: float  # one layer's MLP-input tokens for PCA / KMeans (fp32, host)
     acts: float  # one calibration batch through the MLP (fp32, on the compute device)
@@ -113,7 +119,8 @@ class Terms:
         tokens = t.calib_batch * t.calib_seqlen
         backward = (s.layers * (8 * s.hidden + 3 * s.mlp) + 4 * s.vocab) * tokens * 4
         return cls(weights=s.params * b / MiB, layer=s.layer_params * b / MiB,
-                   obs=(2 * widest**2 * 8 + hessians32 * 4) / MiB,
+                   obs=(widest**2 * 8 + hessians32 * 4 + 2 * s.hidden * s.mlp * 8) / MiB,
+                   obs_gpu=(2 * widest**2 * 8 + hessians32 * 4 + 2 * s.hidden * s.mlp * 8) / MiB,
                    states=2 * t.calib * s.hidden * 4 / MiB, features=t.calib * s.hidden * 4 / MiB,
                    acts=4 * t.calib_batch * t.calib_seqlen * s.mlp * 4 / MiB,
                    logits=t.eval_batch * t.eval_seqlen * s.vocab * 4 / MiB,
@@ -157,7 +164,7 @@ def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = Fals
 def gpu_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0) -> float:
     """Predicted peak GPU memory of one job of ``rule`` on a GPU (MiB, all its GPUs together); 0 for CPU rules."""
     if rule in LAYERWISE:
-        return m.layer + m.acts + (m.obs if rule == "prune" else 0.0)
+        return m.layer + m.acts + (m.obs_gpu if rule == "prune" else 0.0)
     if rule in ("scores", "importance"):
         return 2 * m.weights + m.backward
     if rule in ("evaluate_zeroshot", "evaluate_zeroshot_dense"):
@@ -209,22 +216,26 @@ def request_mb(mib: float) -> int:
     return math.ceil(mib * MiB / 1e6)
 
 
-def runtime_minutes(rule: str, s: Shape, t: Tokens, m: Terms, gpu: bool, threads: int,
-                    score_passes: int = 2) -> int:
-    """A runtime request (minutes): the arithmetic at the device's rates plus reading the weights twice, times
-    MARGIN, at least MIN_RUNTIME."""
-    seconds = compute_seconds(rule, s, t, gpu, threads, score_passes) + 2 * m.weights * MiB / READ_BPS
+def runtime_seconds(rule: str, s: Shape, t: Tokens, m: Terms, gpu: bool, threads: int, score_passes: int = 2) -> float:
+    """Predicted seconds of one job: the arithmetic at the device's rates plus reading the weights twice."""
+    return compute_seconds(rule, s, t, gpu, threads, score_passes) + 2 * m.weights * MiB / READ_BPS
+
+
+def runtime_minutes(seconds: float) -> int:
+    """A runtime request (minutes): the predicted seconds times MARGIN, at least MIN_RUNTIME."""
     return max(MIN_RUNTIME, math.ceil(seconds * MARGIN / 60))
 
 
 def predict(rule: str, shape: dict, tokens: Tokens, dtype: str = "float32", gpu: bool = False, threads: int = 1,
             score_passes: int = 2) -> dict:
-    """Predicted host MiB, GPU MiB and runtime minutes of one job of ``rule`` (source_shape dict in)."""
+    """Predicted host MiB, GPU MiB, seconds and the runtime request (minutes) of one job of ``rule``
+    (source_shape dict in)."""
     s = Shape.from_source_shape(shape)
     m = Terms.of(s, tokens, dtype)
     zs = tokens.zeroshot_batch * tokens.eval_seqlen * s.vocab * 4 / MiB
+    seconds = runtime_seconds(rule, s, tokens, m, gpu, threads, score_passes)
     return {"host_mib": host_mib(rule, m, zs, gpu), "gpu_mib": gpu_mib(rule, m, zs) if gpu else 0.0,
-            "runtime_min": runtime_minutes(rule, s, tokens, m, gpu, threads, score_passes)}
+            "seconds": seconds, "runtime_min": runtime_minutes(seconds)}
 
 
 def run_tokens(config: dict) -> Tokens:
@@ -244,13 +255,14 @@ def run_tokens(config: dict) -> Tokens:
 FALLBACK = {"gpu": {"mem_mb": 32000, "runtime": 120}, "cpu": {"mem_mb": 8000, "runtime": 60}}
 
 
-def job_request(rule: str, config: dict, model: str | None, gpu_rule: bool, threads: int = 1) -> dict:
-    """What one job of ``rule`` asks for at its first attempt: mem_mb, runtime (minutes) and, for GPU rules,
-    gpu_mem_mb (the predicted GPU memory of all its GPUs together; 0 when not predicted).
+def job_request(rule: str, config: dict, model: str | None, threads: int = 1) -> dict:
+    """What one job of ``rule`` asks for at its first attempt: mem_mb, runtime (minutes) and, for GPU rules
+    (``GPU_RULES``), gpu_mem_mb (the predicted GPU memory of all its GPUs together; 0 when not predicted).
 
     Precedence: the model entry's ``mem_mb`` / ``runtime``, then ``resources.{gpu,cpu}_mem_mb`` / ``_runtime``,
     then the prediction from the model's shape (validation stores it in ``config["_shapes"]``), then FALLBACK.
     """
+    gpu_rule = rule in GPU_RULES
     kind = "gpu" if gpu_rule else "cpu"
     entry = config["models"].get(model, {}) if model else {}
     shape = (config.get("_shapes") or {}).get(model) if model else None
