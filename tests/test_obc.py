@@ -1,14 +1,15 @@
+import pytest
 import torch
 
 from fangprune.core.obs import (
-    _invert_spd_in_place,
-    _mirror_upper,
+    _mirror_lower,
     block_saliency,
     column_saliency,
+    dampen,
     dampened_inverse,
+    invert_spd_in_place,
     obs_compensate,
 )
-from fangprune.core.obs import dampen
 from fangprune.core.selection import lowest
 
 
@@ -34,22 +35,30 @@ def test_dampening_hand_computed():
     assert torch.allclose(dampened_inverse(H, 0.5), torch.diag(torch.tensor([1 / 3.5, 1 / 5.5], dtype=torch.float64)))
 
 
-def test_in_place_inverse_is_the_inverse_in_the_same_memory():
+@pytest.mark.parametrize("n, block", [(2100, 1024), (300, 64), (129, 128), (7, 3), (5, 1024)])
+def test_in_place_inverse_is_the_inverse_in_the_same_memory(n, block):
+    """Full blocks, a partial last block, one block; only the lower triangle is read (garbage above)."""
     torch.manual_seed(0)
-    n = 2100  # more than one block of 2048 rows in the mirror
     R = torch.randn(n, 50, dtype=torch.float64)
     A = R @ R.T + torch.diag(torch.rand(n, dtype=torch.float64) + 0.5)
     ref = torch.linalg.inv(A)
+    A[torch.triu(torch.ones(n, n, dtype=torch.bool), 1)] = 7.0
     ptr = A.data_ptr()
-    assert _invert_spd_in_place(A)
+    assert invert_spd_in_place(A, block)
     assert A.data_ptr() == ptr
-    assert torch.equal(A, A.T)  # exactly symmetric: the lower triangle is the upper one copied
-    assert torch.allclose(A, ref, rtol=1e-10, atol=1e-12)
+    assert torch.equal(A, A.T)  # exactly symmetric: the upper triangle is the lower one copied
+    assert torch.allclose(A, ref, rtol=1e-9, atol=1e-12)
 
 
-def test_mirror_upper_hand_computed():
-    A = torch.tensor([[1.0, 2.0, 3.0], [9.0, 4.0, 5.0], [9.0, 9.0, 6.0]])
-    _mirror_upper(A, block=2)
+def test_in_place_inverse_reports_an_indefinite_matrix():
+    A = torch.eye(300, dtype=torch.float64)
+    A[250, 250] = -1.0  # fails in the third block
+    assert not invert_spd_in_place(A, 100)
+
+
+def test_mirror_lower_hand_computed():
+    A = torch.tensor([[1.0, 9.0, 9.0], [2.0, 4.0, 9.0], [3.0, 5.0, 6.0]])
+    _mirror_lower(A, block=2)
     assert torch.equal(A, torch.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 5.0], [3.0, 5.0, 6.0]]))
 
 

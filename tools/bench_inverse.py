@@ -1,5 +1,5 @@
 """Benchmark of the dampened fp64 inverse of the OBS methods: torch's cholesky + cholesky_inverse against
-fangprune's in-place LAPACK path (core.obs.dampened_inverse on the CPU), wall time and added peak RSS.
+fangprune's blocked in-place path (core.obs.invert_spd_in_place), wall time and added peak RSS.
 
     python tools/bench_inverse.py [N ...] [--threads T]
 
@@ -22,7 +22,7 @@ def _case(mode: str, n: int, threads: int) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from fangprune.core.obs import _invert_spd_in_place
+    from fangprune.core.obs import invert_spd_in_place
 
     torch.set_num_threads(threads)
     with threadpool_limits(threads):
@@ -33,7 +33,7 @@ def _case(mode: str, n: int, threads: int) -> None:
         if mode == "torch":
             A = torch.cholesky_inverse(torch.linalg.cholesky(A))
         else:
-            assert _invert_spd_in_place(A)
+            assert invert_spd_in_place(A)
         seconds = time.perf_counter() - t
     added = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
     print(f"{seconds:.2f} {added:.0f}")

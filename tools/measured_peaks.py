@@ -1,17 +1,25 @@
-"""Measured peak RSS and time of every job of finished runs next to the predicted ones (fangprune.resources).
+"""Measured peak RSS and time of every job of finished runs, and the inputs that predict them (fangprune.resources).
 
-    python tools/measured_peaks.py RUN_DIR:CONFIG[,CONFIG...] ... > tests/data/measured_peaks.csv
+    python tools/measured_peaks.py [--append] OUT RUN_DIR:CONFIG[,CONFIG...] ...
+    python tools/measured_peaks.py --markdown OUT      # the table of docs/scale.md
+
+writes OUT.csv (one row per job: measured peak, wall and CPU seconds) and OUT.json (per run: each model's shape,
+the token counts, dtype and threads), so that tests/test_resources.py predicts every job again with the current
+formulas instead of trusting a stored number. With ``--append`` the runs already in OUT are kept (their logs need
+not exist any more) and the named ones added or replaced.
 
 Each RUN_DIR holds the run's logs/ and benchmarks/; the configs are the files the run was started with, merged in
 order as Snakemake merges --configfile. A job's peak is the largest ``max_rss_mib`` of the ``end <step>`` lines in
 its log (getrusage of the job's process; Snakemake's benchmark max_rss samples and misses short peaks); its wall
-and CPU seconds are its benchmark's ``s`` and ``cpu_time``. The predictions are those of a CPU job (these runs ran
-on CPUs) with the run's threads, before the request margin: host RSS, and seconds (arithmetic at CPU_FLOPS plus
+and CPU seconds are its benchmark's ``s`` and ``cpu_time``. Predictions are those of a CPU job (these runs ran on
+CPUs) with the run's threads, before the request margin: host RSS, and seconds (arithmetic at CPU_FLOPS plus
 reading the weights twice at READ_BPS).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -20,45 +28,83 @@ import yaml
 
 from fangprune.config import _merge, validate_config
 from fangprune.io import log_peak_mib
-from fangprune.resources import predict, run_tokens
+from fangprune.resources import Tokens, predict, run_tokens
 
 
-def peaks(run: Path, config: dict) -> list[dict]:
+def run_inputs(config: dict) -> dict:
+    """What predicts a run's jobs: each model's shape and dtype, the token counts, the threads."""
+    return {"models": {m: {"shape": config["_shapes"][m], "dtype": e.get("dtype") or config["dtype"]}
+                       for m, e in config["models"].items()},
+            "tokens": dataclasses.asdict(run_tokens(config)), "threads": config["threads"],
+            "calibration": f"{config['calibration']['nsamples']}x{config['calibration']['seqlen']}"}
+
+
+def predicted(rule: str, model: str, inputs: dict) -> dict:
+    """The prediction of one job of a run from its stored inputs."""
+    m = inputs["models"][model]
+    return predict(rule, m["shape"], Tokens(**inputs["tokens"]), m["dtype"], gpu=False, threads=inputs["threads"])
+
+
+def measured(run: Path, models: list[str]) -> list[dict]:
     rows = []
     for log in sorted((run / "logs").rglob("*.log")):
         peak = log_peak_mib(log)
         parts = [p.removesuffix(".log") for p in log.relative_to(run / "logs").parts]
-        model = next((p for p in parts if p in config["models"]), None)
+        model = next((p for p in parts if p in models), None)
         if peak is None or model is None:
             continue  # report rules (no model) and jobs of older code without end lines
-        rule = parts[0]
-        p = predict(rule, config["_shapes"][model], run_tokens(config),
-                    config["models"][model].get("dtype") or config["dtype"], gpu=False, threads=config["threads"])
         bench = run / "benchmarks" / log.relative_to(run / "logs").with_suffix(".tsv")
         wall, cpu = pd.read_csv(bench, sep="\t").iloc[0][["s", "cpu_time"]] if bench.exists() else (None, None)
-        rows.append({"run": run.name, "rule": rule, "model": model, "job": "/".join(parts[1:]),
-                     "measured_mib": round(peak), "predicted_mib": round(p["host_mib"]),
-                     "wall_s": wall, "cpu_s": cpu, "predicted_s": round(p["seconds"], 1)})
+        rows.append({"run": run.name, "rule": parts[0], "model": model, "job": "/".join(parts[1:]),
+                     "measured_mib": round(peak), "wall_s": wall, "cpu_s": cpu})
     return rows
 
 
-def main(specs: list[str]) -> None:
-    """Rows of every run; with ``--append CSV`` the rows of runs not already in CSV are added to its rows."""
-    base = None
-    if specs[:1] == ["--append"]:
-        base, specs = pd.read_csv(specs[1]), specs[2:]
-    rows = []
+def with_predictions(frame: pd.DataFrame, runs: dict) -> pd.DataFrame:
+    """The rows with the current predictions (MiB, seconds) and the measured / predicted ratios."""
+    pred = [predicted(r.rule, r.model, runs[r.run]) for r in frame.itertuples()]
+    frame = frame.assign(calibration=[runs[r]["calibration"] for r in frame["run"]],
+                         predicted_mib=[p["host_mib"] for p in pred], predicted_s=[p["seconds"] for p in pred])
+    return frame.assign(ratio=frame["measured_mib"] / frame["predicted_mib"],
+                        time_ratio=frame["wall_s"] / frame["predicted_s"])
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model, calibration and rule: jobs, the largest measured peak and prediction and their largest ratio;
+    the longest wall time, its prediction and the largest wall / predicted ratio (where benchmarks were read)."""
+    out = frame.groupby(["model", "calibration", "rule"]).agg(
+        jobs=("ratio", "size"), measured_mib=("measured_mib", "max"), predicted_mib=("predicted_mib", "max"),
+        ratio=("ratio", "max"), wall_s=("wall_s", "max"), predicted_s=("predicted_s", "max"),
+        time_ratio=("time_ratio", "max")).reset_index()
+    return out.rename(columns={
+        "measured_mib": "largest measured MiB", "predicted_mib": "predicted MiB",
+        "ratio": "largest measured / predicted", "wall_s": "longest wall s", "predicted_s": "predicted s",
+        "time_ratio": "largest wall / predicted s"})
+
+
+def load(out: str) -> tuple[pd.DataFrame, dict]:
+    return pd.read_csv(f"{out}.csv"), json.loads(Path(f"{out}.json").read_text())
+
+
+def main(args: list[str]) -> None:
+    if args[:1] == ["--markdown"]:
+        frame, runs = load(args[1])
+        print(summary(with_predictions(frame, runs)).to_markdown(index=False, floatfmt=".2f"))
+        return
+    append = args[:1] == ["--append"]
+    out, specs = (args[1], args[2:]) if append else (args[0], args[1:])
+    frame, runs = load(out) if append else (pd.DataFrame(), {})
     for spec in specs:
         run, _, files = spec.partition(":")
         raw: dict = {}
         for f in files.split(","):
             raw = _merge(raw, yaml.safe_load(Path(f).read_text()) or {})
-        rows += peaks(Path(run), validate_config(raw))
-    frame = pd.DataFrame(rows)
-    frame["ratio"] = (frame["measured_mib"] / frame["predicted_mib"]).round(3)
-    if base is not None:
-        frame = pd.concat([base[~base["run"].isin(frame["run"])], frame], ignore_index=True)
-    frame.to_csv(sys.stdout, index=False, lineterminator="\n")
+        config = validate_config(raw)
+        runs[Path(run).name] = run_inputs(config)
+        new = pd.DataFrame(measured(Path(run), list(config["models"])))
+        frame = pd.concat([frame[frame["run"] != Path(run).name] if len(frame) else frame, new], ignore_index=True)
+    frame.to_csv(f"{out}.csv", index=False, lineterminator="\n")
+    Path(f"{out}.json").write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
