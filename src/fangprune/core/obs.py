@@ -29,6 +29,11 @@ class HessianAccumulator:
             self.H.addmm_(x.T, x)
             self.tokens += x.shape[0]
 
+    def take(self) -> torch.Tensor | None:
+        """H, handed over: the accumulator keeps no reference, so the caller can free it once inverted."""
+        H, self.H = self.H, None
+        return H
+
 
 def dampen(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
     """H + percdamp * mean(diag H) I in float64 (a new tensor); dead inputs (zero diagonal) get H_jj = 1."""
@@ -81,8 +86,12 @@ def invert_spd_in_place(A: torch.Tensor, block: int = 1024) -> bool:
         e = min(k + block, n)
         X11 = torch.linalg.solve_triangular(A[k:e, k:e], torch.eye(e - k, dtype=A.dtype, device=A.device),
                                             upper=False)
-        if e < n:
-            A[e:, k:e] = -(A[e:, e:] @ A[e:, k:e]) @ X11
+        if e < n:  # X_22 L_21 a block row at a time, over X_22's lower triangle only
+            P, Y = A[e:, k:e], torch.empty_like(A[e:, k:e])
+            for r in range(e, n, block):
+                re = min(r + block, n)
+                Y[r - e : re - e] = A[r:re, e:re] @ P[: re - e]
+            A[e:, k:e] = -(Y @ X11)
         A[k:e, k:e] = X11
     # A^-1 = X^T X, first block row first: row block I of the lower triangle is sum_{K >= I} X_KI^T X_K,:I+1,
     # which reads only rows K >= I, not yet overwritten
@@ -140,7 +149,9 @@ def obs_compensate(W: torch.Tensor, Hinv: torch.Tensor, pruned: torch.Tensor, bl
     if pruned.numel() == 0:
         return W.clone()
     W64 = W.to(torch.float64, copy=True)
-    Hmm = Hinv[pruned.unsqueeze(1), pruned]
+    Hmm = torch.empty(pruned.numel(), pruned.numel(), dtype=Hinv.dtype, device=Hinv.device)
+    for s in range(0, pruned.numel(), block):  # [H^-1]_MM without the |M| x n rows or |M|^2 index tensors
+        Hmm[s : s + block] = Hinv[pruned[s : s + block]][:, pruned]
     L, info = torch.linalg.cholesky_ex(Hmm)
     if int(info) == 0:
         coef = torch.cholesky_solve(W64[:, pruned].T, L).T  # W_M (Hinv_MM)^-1

@@ -47,6 +47,7 @@ def prune_attention_obc(
     if n_units <= 0:
         return {"kept_kv_heads": list(range(r.num_kv_heads)), "pruned_kv_heads": []}
     Hinv = dampened_inverse(H, percdamp).to(r.o.weight.device)
+    del H  # the last reference when the caller handed it over (HessianAccumulator.take)
     if query_units(r, head_unit):
         blocks = [head_columns(torch.tensor([h]), r.head_dim) for h in range(r.num_heads)]
         W, pruned = prune_blocks(r.o.weight.data, Hinv, blocks, n_units, variant, per_group=r.heads_per_group)
@@ -76,6 +77,7 @@ def prune_channels_obc(
     if n_channels <= 0:
         return {"kept_channels": list(range(n))}
     Hinv = dampened_inverse(H, percdamp).to(r.down.weight.device)
+    del H  # the last reference when the caller handed it over: 3.1 GiB fp32 for a 70B down_proj
     W, pruned = prune_columns(r.down.weight.data, Hinv, n_channels, candidates, variant)
     r.down.weight.data = W
     kept = complement(n, pruned)
@@ -100,8 +102,9 @@ class OBCPruner(StructuredPruner):
         p = self.params
         out = {}
         if n_units:
-            out.update(prune_attention_obc(r, self.acc["o"].H, n_units, p["percdamp"], head_unit_of(p), p["obc_variant"]))
-        out.update(prune_channels_obc(r, self.acc["down"].H, n_channels, p["percdamp"], p["obc_variant"]))
+            out.update(prune_attention_obc(r, self.acc["o"].take(), n_units, p["percdamp"], head_unit_of(p),
+                                           p["obc_variant"]))
+        out.update(prune_channels_obc(r, self.acc["down"].take(), n_channels, p["percdamp"], p["obc_variant"]))
         return out
 
 
