@@ -52,16 +52,15 @@ def test_terms_hand_computed():
     assert s.layer_params == 152 and s.params == 388
     m = Terms.of(s, t, "float32")
     assert m.weights * MiB == 388 * 4 and m.layer * MiB == 152 * 4
-    # widest structured input: mlp 8 -> 64 fp64 entries inverted in place on the CPU, factor + inverse on a GPU;
-    # fp32 Hessians: 3*16 + 16 + 64 = 128 entries; compensation: down_proj (4 x 8) in fp64 and its update
+    # widest structured input: mlp 8 -> 64 fp64 entries, inverted in place; fp32 Hessians: 3*16 + 16 + 64 = 128
+    # entries; compensation: down_proj (4 x 8) in fp64 and its update
     assert m.obs * MiB == 64 * 8 + 128 * 4 + 2 * 32 * 8
-    assert m.obs_gpu * MiB == 2 * 64 * 8 + 128 * 4 + 2 * 32 * 8
     assert m.states * MiB == 2 * 6 * 4 * 4 and m.features * MiB == 6 * 4 * 4 and m.logits * MiB == 2 * 5 * 10 * 4
     assert m.acts * MiB == 4 * 1 * 3 * 8 * 4  # one batch of 3 tokens through the 8-wide MLP, 4 live copies
     assert host_mib("prune", m) == BASE_MIB + max(2 * m.weights, m.weights + m.layer + m.acts + m.obs + m.states)
     # on a GPU job the layer and its OBS state live on the GPU, the hidden states stay on the host
     assert host_mib("prune", m, gpu=True) == BASE_MIB + max(2 * m.weights, m.weights + m.states)
-    assert gpu_mib("prune", m) == m.layer + m.acts + m.obs_gpu
+    assert gpu_mib("prune", m) == m.layer + m.acts + m.obs
 
 
 def test_a_request_is_the_prediction_with_its_margin():

@@ -1,7 +1,8 @@
 """Measured peak RSS and time of every job of finished runs, and the inputs that predict them (fangprune.resources).
 
     python tools/measured_peaks.py [--append] OUT RUN_DIR:CONFIG[,CONFIG...] ...
-    python tools/measured_peaks.py --markdown OUT      # the table of docs/scale.md
+    python tools/measured_peaks.py --markdown OUT      # measured vs predicted per model, calibration and rule
+    python tools/measured_peaks.py --costs OUT         # per rule, model and calibration: jobs, wall, CPU, peak
 
 writes OUT.csv (one row per job: measured peak, wall and CPU seconds) and OUT.json (per run: each model's shape,
 the token counts, dtype and threads), so that tests/test_resources.py predicts every job again with the current
@@ -82,14 +83,34 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         "time_ratio": "largest wall / predicted s"})
 
 
+def _method(rule: str, model: str, job: str) -> str:
+    """The method of a prune or perplexity job (``dense`` for the dense model), else empty."""
+    parts = job.split("/")
+    return parts[parts.index(model) + 1] if rule in ("prune", "evaluate_ppl") and model in parts else ""
+
+
+def costs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per rule, model, calibration and method (prune, evaluate_ppl) of the runs whose benchmarks were read: jobs,
+    summed wall and CPU seconds, the largest peak."""
+    timed = frame.dropna(subset=["wall_s"])
+    timed = timed.assign(method=[_method(r.rule, r.model, r.job) for r in timed.itertuples()])
+    out = timed.groupby(["rule", "model", "calibration", "method"]).agg(
+        jobs=("wall_s", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"),
+        peak_mib=("measured_mib", "max")).reset_index()
+    return out.sort_values(["rule", "model", "calibration"]).rename(
+        columns={"wall_s": "wall s", "cpu_s": "CPU s", "peak_mib": "peak RSS MiB"})
+
+
 def load(out: str) -> tuple[pd.DataFrame, dict]:
     return pd.read_csv(f"{out}.csv"), json.loads(Path(f"{out}.json").read_text())
 
 
 def main(args: list[str]) -> None:
-    if args[:1] == ["--markdown"]:
+    if args[:1] in (["--markdown"], ["--costs"]):
         frame, runs = load(args[1])
-        print(summary(with_predictions(frame, runs)).to_markdown(index=False, floatfmt=".2f"))
+        frame = with_predictions(frame, runs)
+        table, fmt = (summary(frame), ".2f") if args[0] == "--markdown" else (costs(frame), ".0f")
+        print(table.to_markdown(index=False, floatfmt=fmt))
         return
     append = args[:1] == ["--append"]
     out, specs = (args[1], args[2:]) if append else (args[0], args[1:])

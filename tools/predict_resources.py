@@ -51,5 +51,5 @@ def frame() -> pd.DataFrame:
 if __name__ == "__main__":
     table = frame()
     print(f"GPU rate assumed: {GPU_FLOPS / 1e12:.0f} TFLOP/s\n")
-    print(table.to_markdown(index=False, floatfmt=".1f"))
+    print(table.to_markdown(index=False, floatfmt=".1f", missingval="-"))
     sys.stdout.write("\n")

@@ -101,9 +101,8 @@ class Terms:
 
     weights: float  # the model at the job's dtype
     layer: float  # one decoder layer at the job's dtype
-    obs: float  # one layer's OBS state on the CPU: the widest fp64 H^-1 (inverted in place), every fp32 H of the
-    # layer, and the compensation's fp64 copy of down_proj with its update (twice hidden x MLP x 8 B)
-    obs_gpu: float  # the same on a GPU: torch's factor and inverse are two fp64 matrices
+    obs: float  # one layer's OBS state: the widest fp64 H^-1 (inverted in place), every fp32 H of the layer, and
+    # the compensation's fp64 copy of down_proj with its update (twice hidden x MLP x 8 B)
     states: float  # calibration hidden states, inputs and outputs of a layer (fp32; on the host between layers)
     features: float  # one layer's MLP-input tokens for PCA / KMeans (fp32, host)
     acts: float  # one calibration batch through the MLP (fp32, on the compute device)
@@ -120,7 +119,6 @@ class Terms:
         backward = (s.layers * (8 * s.hidden + 3 * s.mlp) + 4 * s.vocab) * tokens * 4
         return cls(weights=s.params * b / MiB, layer=s.layer_params * b / MiB,
                    obs=(widest**2 * 8 + hessians32 * 4 + 2 * s.hidden * s.mlp * 8) / MiB,
-                   obs_gpu=(2 * widest**2 * 8 + hessians32 * 4 + 2 * s.hidden * s.mlp * 8) / MiB,
                    states=2 * t.calib * s.hidden * 4 / MiB, features=t.calib * s.hidden * 4 / MiB,
                    acts=4 * t.calib_batch * t.calib_seqlen * s.mlp * 4 / MiB,
                    logits=t.eval_batch * t.eval_seqlen * s.vocab * 4 / MiB,
@@ -164,7 +162,7 @@ def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = Fals
 def gpu_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0) -> float:
     """Predicted peak GPU memory of one job of ``rule`` on a GPU (MiB, all its GPUs together); 0 for CPU rules."""
     if rule in LAYERWISE:
-        return m.layer + m.acts + (m.obs_gpu if rule == "prune" else 0.0)
+        return m.layer + m.acts + (m.obs if rule == "prune" else 0.0)
     if rule in ("scores", "importance"):
         return 2 * m.weights + m.backward
     if rule in ("evaluate_zeroshot", "evaluate_zeroshot_dense"):
