@@ -51,5 +51,7 @@ def frame() -> pd.DataFrame:
 if __name__ == "__main__":
     table = frame()
     print(f"GPU rate assumed: {GPU_FLOPS / 1e12:.0f} TFLOP/s\n")
-    print(table.to_markdown(index=False, floatfmt=".1f", missingval="-"))
+    col = "GPU job min (estimate)"  # none for the CPU rule
+    table[col] = table[col].map(lambda x: "-" if pd.isna(x) else f"{x:.1f}")
+    print(table.to_markdown(index=False, floatfmt=".1f", colalign=["left"] * 3 + ["right"] * 5))
     sys.stdout.write("\n")
