@@ -77,6 +77,9 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         jobs=("ratio", "size"), measured_mib=("measured_mib", "max"), predicted_mib=("predicted_mib", "max"),
         ratio=("ratio", "max"), wall_s=("wall_s", "max"), predicted_s=("predicted_s", "max"),
         time_ratio=("time_ratio", "max")).reset_index()
+    for col in ("wall_s", "time_ratio"):  # runs whose benchmarks were not kept have no times
+        out[col] = out[col].map(lambda x: "-" if pd.isna(x) else f"{x:.2f}")
+    out["predicted_mib"] = out["predicted_mib"].round().astype(int)
     return out.rename(columns={
         "measured_mib": "largest measured MiB", "predicted_mib": "predicted MiB",
         "ratio": "largest measured / predicted", "wall_s": "longest wall s", "predicted_s": "predicted s",
@@ -109,8 +112,9 @@ def main(args: list[str]) -> None:
     if args[:1] in (["--markdown"], ["--costs"]):
         frame, runs = load(args[1])
         frame = with_predictions(frame, runs)
-        table, fmt = (summary(frame), ".2f") if args[0] == "--markdown" else (costs(frame), ".0f")
-        print(table.to_markdown(index=False, floatfmt=fmt))
+        table, fmt, labels = ((summary(frame), ".2f", 3) if args[0] == "--markdown" else (costs(frame), ".0f", 4))
+        align = ["left"] * labels + ["right"] * (len(table.columns) - labels)
+        print(table.to_markdown(index=False, floatfmt=fmt, colalign=align))
         return
     append = args[:1] == ["--append"]
     out, specs = (args[1], args[2:]) if append else (args[0], args[1:])
