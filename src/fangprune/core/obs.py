@@ -61,7 +61,7 @@ def invert_spd_in_place(A: torch.Tensor, block: int = 1024) -> bool:
     garbage) if the factorisation fails. Reads only A's lower triangle.
 
     torch's cholesky + cholesky_inverse hold two n x n matrices (12.3 GiB for LLaMA-2-70B's down_proj), and
-    scipy's LP64 LAPACK crashes on matrices of more than 2^31 bytes (n > 16384, seen here at n = 18944).
+    scipy's in-place potrf / potri (32-bit LAPACK integers in its wheel) segfaulted here at n = 18944.
     """
     n = A.shape[0]
     # Cholesky, right-looking: factor a diagonal block, solve its panel, update the trailing lower triangle
