@@ -111,10 +111,12 @@ class OFangPruner(StructuredPruner):
         p = self.params
         out = {}
         if n_units:
-            out.update(prune_attention_obc(r, self.attn.H, n_units, p["percdamp"], head_unit_of(p), p["obc_variant"]))
+            out.update(prune_attention_obc(r, self.attn.take(), n_units, p["percdamp"], head_unit_of(p),
+                                           p["obc_variant"]))
         if not self.function_aware:
             candidates = torch.cat(self.groups) if self.shared.numel() else None
-            out.update(prune_channels_obc(r, self.full.H, n_channels, p["percdamp"], p["obc_variant"], candidates))
+            out.update(prune_channels_obc(r, self.full.take(), n_channels, p["percdamp"], p["obc_variant"],
+                                          candidates))
             return out
         W = r.down.weight.data
         if p["group_quota"] == "global":
@@ -137,7 +139,7 @@ class OFangPruner(StructuredPruner):
             pruned_all.append(idx[pruned])
         removed = torch.cat(pruned_all) if pruned_all else torch.empty(0, dtype=torch.long)
         if p["compensation"] == "layer" and removed.numel():
-            Hinv = dampened_inverse(self.full.H, p["percdamp"]).to(W.device)
+            Hinv = dampened_inverse(self.full.take(), p["percdamp"]).to(W.device)
             r.down.weight.data = obs_compensate(W, Hinv, removed.to(W.device))
         kept = complement(r.intermediate_size, removed)
         keep_channels(r, kept)
