@@ -14,8 +14,8 @@ import pytest
 import yaml
 from conftest import DATA_DIR, REPO
 
-from fangprune.config import validate_config
 from fangprune import resources as predicted
+from fangprune.config import validate_config
 from fangprune.resources import Shape, Terms, host_mib, job_request, run_tokens
 
 submit_string = pytest.importorskip("snakemake_executor_plugin_slurm.submit_string")
