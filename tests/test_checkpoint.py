@@ -180,3 +180,25 @@ def test_every_file_of_a_checkpoint_and_a_converted_model_gets_the_umask_permiss
         for name, mode in modes.items():
             expected = dir_mode if (root / name).is_dir() else file_mode
             assert mode == expected, (root.name, name, oct(mode))
+
+
+def test_a_random_preset_is_saved_once_in_the_sharded_layout(tmp_path):
+    """Every weight file of a prepared random model is a shard its index names (no stale single-file copy
+    beside the shards), and the weights are the seeded model's."""
+    from safetensors.torch import load_file
+
+    from fangprune.modeling.models import load_tokenizer, prepare_model
+    from fangprune.modeling.sources import random_spec
+    from fangprune.modeling.tiny import SMOLLM2_GGUF, random_model
+
+    prepare_model("random:llama", tmp_path, max_shard_size="100KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = set(index["weight_map"].values())
+    assert len(shards) > 1
+    assert {p.name for p in tmp_path.glob("*.safetensors")} == shards
+    saved = {k: v for s in shards for k, v in load_file(tmp_path / s).items()}
+    arch, overrides = random_spec("llama")
+    expected = random_model(arch, load_tokenizer(SMOLLM2_GGUF), **overrides).state_dict()
+    assert set(saved) <= set(expected) and len(saved) > 5
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, expected[name]), name

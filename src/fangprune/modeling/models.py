@@ -271,7 +271,8 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def prepare_model(source: str, out_dir: str | Path, dtype: str = "float32", revision: str | None = None) -> dict:
+def prepare_model(source: str, out_dir: str | Path, dtype: str = "float32", revision: str | None = None,
+                  max_shard_size: str = SHARD_SIZE) -> dict:
     """Convert ``source`` into a plain local HF directory (weights + tokenizer) so later jobs load it fast.
 
     GGUF de-quantisation takes ~30 s per load; doing it once here saves it in every downstream job.
@@ -279,15 +280,19 @@ def prepare_model(source: str, out_dir: str | Path, dtype: str = "float32", revi
     out_dir = Path(out_dir)
     original, src = source, resolve_source(source)
     if src["kind"] == "random":
+        # Built in memory and saved once: saving it first in the default layout and then re-saving sharded
+        # left a stale full-size model.safetensors beside the shards (13 GiB on disk for the 70B preset).
         from fangprune.modeling.sources import random_spec
-        from fangprune.modeling.tiny import SMOLLM2_GGUF, make_tiny_model
+        from fangprune.modeling.tiny import SMOLLM2_GGUF, random_model
 
         arch, overrides = random_spec(src["path"])
-        make_tiny_model(out_dir, arch, load_tokenizer(SMOLLM2_GGUF), **overrides)
-        source = str(out_dir)
-    model = load_model(source, dtype=dtype, revision=revision)
-    tok = load_tokenizer(source, revision=revision)
-    model.save_pretrained(out_dir, max_shard_size=SHARD_SIZE)
+        tok = load_tokenizer(SMOLLM2_GGUF)
+        model = random_model(arch, tok, **overrides).to(DTYPES[dtype]).eval()
+        check_supported(model)
+    else:
+        model = load_model(source, dtype=dtype, revision=revision)
+        tok = load_tokenizer(source, revision=revision)
+    model.save_pretrained(out_dir, max_shard_size=max_shard_size)
     tok.save_pretrained(out_dir)
     return {
         "source": original,

@@ -42,14 +42,19 @@ def tiny_config(arch: str = "llama", vocab_size: int = 49152, **overrides):
     return getattr(transformers, CONFIG_CLASSES[arch])(**kwargs)
 
 
-def make_tiny_model(path: str | Path, arch: str = "llama", tokenizer=None, seed: int = 0, **overrides) -> Path:
-    """Save a random tiny model (and ``tokenizer``) as a local HF directory."""
+def random_model(arch: str = "llama", tokenizer=None, seed: int = 0, **overrides):
+    """A seeded random model of ``arch`` (vocabulary sized to ``tokenizer``), built in memory."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     vocab = len(tokenizer) if tokenizer is not None else 49152
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, **{"vocab_size": vocab, **overrides}))
+    return AutoModelForCausalLM.from_config(tiny_config(arch, **{"vocab_size": vocab, **overrides}))
+
+
+def make_tiny_model(path: str | Path, arch: str = "llama", tokenizer=None, seed: int = 0, **overrides) -> Path:
+    """Save a random tiny model (and ``tokenizer``) as a local HF directory."""
+    model = random_model(arch, tokenizer, seed, **overrides)
     path = Path(path)
     model.save_pretrained(path)
     if tokenizer is not None:
