@@ -12,9 +12,9 @@ not exist any more) and the named ones added or replaced.
 Each RUN_DIR holds the run's logs/ and benchmarks/; the configs are the files the run was started with, merged in
 order as Snakemake merges --configfile. A job's peak is the largest ``max_rss_mib`` of the ``end <step>`` lines in
 its log (getrusage of the job's process; Snakemake's benchmark max_rss samples and misses short peaks); its wall
-and CPU seconds are its benchmark's ``s`` and ``cpu_time``. Predictions are those of a CPU job (these runs ran on
-CPUs) with the run's threads, before the request margin: host RSS, and seconds (arithmetic at CPU_FLOPS plus
-reading the weights twice at READ_BPS).
+and CPU seconds are its benchmark's ``s`` and ``cpu_time`` (both read by fangprune.report.costs.read_benchmarks).
+Predictions are those of a CPU job (these runs ran on CPUs) with the run's threads, before the request margin:
+host RSS, and seconds (arithmetic at CPU_FLOPS plus reading the weights twice at READ_BPS).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from fangprune.config import _merge, validate_config
-from fangprune.io import log_peak_mib
+from fangprune.report.costs import read_benchmarks
 from fangprune.resources import Tokens, predict, run_tokens
 
 
@@ -47,18 +47,11 @@ def predicted(rule: str, model: str, inputs: dict) -> dict:
 
 
 def measured(run: Path, models: list[str]) -> list[dict]:
-    rows = []
-    for log in sorted((run / "logs").rglob("*.log")):
-        peak = log_peak_mib(log)
-        parts = [p.removesuffix(".log") for p in log.relative_to(run / "logs").parts]
-        model = next((p for p in parts if p in models), None)
-        if peak is None or model is None:
-            continue  # report rules (no model) and jobs of older code without end lines
-        bench = run / "benchmarks" / log.relative_to(run / "logs").with_suffix(".tsv")
-        wall, cpu = pd.read_csv(bench, sep="\t").iloc[0][["s", "cpu_time"]] if bench.exists() else (None, None)
-        rows.append({"run": run.name, "rule": parts[0], "model": model, "job": "/".join(parts[1:]),
-                     "measured_mib": round(peak), "wall_s": wall, "cpu_s": cpu})
-    return rows
+    """One row per job of ``models`` whose log has ``end`` lines (report rules and jobs of older code have none)."""
+    jobs = read_benchmarks(run / "benchmarks", models, run / "logs")
+    jobs = jobs[(jobs["model"] != "-") & jobs["log_peak_mib"].notna()].drop_duplicates(["rule", "job"])
+    return [{"run": run.name, "rule": r.rule, "model": r.model, "job": r.job, "measured_mib": round(r.log_peak_mib),
+             "wall_s": r.wall_s, "cpu_s": r.cpu_s} for r in jobs.itertuples()]
 
 
 def with_predictions(frame: pd.DataFrame, runs: dict) -> pd.DataFrame:

@@ -27,7 +27,8 @@ def _model_of(rule: str, parts: tuple[str, ...], models: list[str]) -> str | Non
 
 def read_benchmarks(root: str | Path, models: list[str], logs: str | Path | None = None) -> pd.DataFrame:
     """One row per benchmark record under ``root`` (``repeat()`` benchmarks have several) whose model is one of
-    ``models``, or whose rule has no model: rule, model, wall_s, cpu_s, max_rss_mb (NaN where Snakemake wrote
+    ``models``, or whose rule has no model: rule, model, job (the path below the rule's folder, no suffix), wall_s,
+    cpu_s, max_rss_mb (NaN where Snakemake wrote
     "-" or "NA" for a job too short to sample) and log_peak_mib, the job's peak from its log under ``logs`` (the
     same relative path, ``.log``): Snakemake samples RSS and misses short peaks (424 MB sampled for a job whose
     log peak was 5031 MiB, docs/scale.md), so requests are sized by the log peak."""
@@ -39,11 +40,12 @@ def read_benchmarks(root: str | Path, models: list[str], logs: str | Path | None
         if model is None:
             continue  # another sweep's model in a shared results directory
         tsv = pd.read_csv(path, sep="\t", na_values=["-", "NA"])
-        frames.append(pd.DataFrame({"rule": parts[0], "model": model, "wall_s": tsv["s"].fillna(0.0),
+        job = "/".join([*parts[1:-1], Path(parts[-1]).stem])
+        frames.append(pd.DataFrame({"rule": parts[0], "model": model, "job": job, "wall_s": tsv["s"].fillna(0.0),
                                     "cpu_s": tsv.get("cpu_time", pd.Series(0.0, index=tsv.index)).fillna(0.0),
                                     "max_rss_mb": pd.to_numeric(tsv.get("max_rss"), errors="coerce"),
                                     "log_peak_mib": _log_peak(logs, parts)}))
-    columns = ["rule", "model", "wall_s", "cpu_s", "max_rss_mb", "log_peak_mib"]
+    columns = ["rule", "model", "job", "wall_s", "cpu_s", "max_rss_mb", "log_peak_mib"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
