@@ -322,10 +322,16 @@ def _request(step):
     """One value of a job's request (mem_mb, runtime, gpu_mem_mb): the model entry's or resources' value, else
     the prediction from the model's shape (fangprune.resources, docs/scale.md)."""
 
+    per_model = {}  # one prediction per model serves every job and key of the step
+
     def value(key):
-        return lambda w: job_request(
-            step, config, getattr(w, "model", None), config["threads"]
-        )[key]
+        def get(wildcards):
+            model = getattr(wildcards, "model", None)
+            if model not in per_model:
+                per_model[model] = job_request(step, config, model, config["threads"])
+            return per_model[model][key]
+
+        return get
 
     return value
 
