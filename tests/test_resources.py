@@ -128,3 +128,35 @@ def test_prediction_covers_every_measured_peak_and_wall_time():
         assert r.measured_mib <= r.predicted_mib * MARGIN, r
         if r.wall_s == r.wall_s:  # benchmarks read (NaN for runs whose benchmarks were not kept)
             assert r.wall_s <= runtime_minutes(r.predicted_s) * 60, r
+
+
+@pytest.mark.parametrize("method, sparsity", [(None, 0.0), ("mag-sp", 0.3), ("obc", 0.5)])
+def test_checkpoint_size_is_the_saved_weight_files(tmp_path, method, sparsity):
+    """checkpoint_bytes (the disk a sweep needs, docs/scale.md) against the safetensors files save_pruned writes:
+    equal up to the files' JSON headers."""
+    import json
+
+    import torch
+    from conftest import random_windows, tiny_model
+
+    from fangprune.methods import resolve_method
+    from fangprune.modeling.checkpoint import save_pruned
+    from fangprune.prune.driver import prune_model
+    from fangprune.resources import checkpoint_bytes
+
+    model = tiny_model("llama", num_attention_heads=4, num_key_value_heads=2)
+    c = model.config
+    shape = Shape(c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads,
+                  c.num_key_value_heads, c.head_dim, c.vocab_size, c.tie_word_embeddings)
+    kept = 1.0
+    if method:
+        report = prune_model(model, random_windows(4, 16), resolve_method(method, {}), [sparsity] * 3,
+                             torch.device("cpu"))
+        kept = report["block_params_kept_frac"]
+        assert abs(kept - (1 - sparsity)) < 0.05
+    save_pruned(model, None, tmp_path, {"method": method or "dense"}, max_shard_size="50KB")
+    files = sorted(tmp_path.glob("*.safetensors"))
+    tensors = len(json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"])
+    assert len(files) > 1
+    extra = sum(f.stat().st_size for f in files) - checkpoint_bytes(shape, "float32", kept)
+    assert 0 <= extra <= 8 * len(files) + 200 * tensors, extra

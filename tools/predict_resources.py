@@ -7,6 +7,8 @@ weights on GPU jobs; calibration at the paper's 128 x 2048 tokens and the defaul
 of 512 tokens; Taylor scores with the default recompute pass. Host and GPU memory are the predictions before the
 request margin; GPU-job minutes are estimates: the FLOP count at assumed GPU rates plus the host part (PCA and
 KMeans of the clustering) on 8 CPU threads at the rates measured here; CPU hours are fp32 on 16 threads.
+Then the disk of one saved checkpoint (the prepared dense model and each pruned one, which the workflow keeps):
+every parameter at the dtype, the projections cut to 1 - p by a structured prune at sparsity p.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ import sys
 
 import pandas as pd
 
-from fangprune.resources import GPU_FLOPS, Shape, Terms, Tokens, compute_seconds, gpu_mib, host_mib
+from fangprune.resources import (
+    GPU_FLOPS,
+    Shape,
+    Terms,
+    Tokens,
+    checkpoint_bytes,
+    compute_seconds,
+    gpu_mib,
+    host_mib,
+)
 
 SHAPES = {
     "LLaMA-2-7B": Shape(4096, 11008, 32, 32, 32, 128, 32000),
@@ -48,10 +59,20 @@ def frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def disk() -> pd.DataFrame:
+    """GiB of one checkpoint per model and dtype: dense, and structured-pruned at 20 % and 50 %."""
+    rows = [{"model": model, "dtype": dtype, **{f"{label} GiB": checkpoint_bytes(shape, dtype, 1 - p) / 2**30
+                                               for label, p in (("dense", 0.0), ("20 %", 0.2), ("50 %", 0.5))}}
+            for model, shape in SHAPES.items() for dtype in ("bfloat16", "float32")]
+    return pd.DataFrame(rows)
+
+
 if __name__ == "__main__":
     table = frame()
     print(f"GPU rate assumed: {GPU_FLOPS / 1e12:.0f} TFLOP/s\n")
     col = "GPU job min (estimate)"  # none for the CPU rule
     table[col] = table[col].map(lambda x: "-" if pd.isna(x) else f"{x:.1f}")
     print(table.to_markdown(index=False, floatfmt=".1f", colalign=["left"] * 3 + ["right"] * 5))
+    print("\nDisk of one checkpoint (the workflow keeps the dense model and every pruned one):\n")
+    print(disk().to_markdown(index=False, floatfmt=".1f", colalign=["left"] * 2 + ["right"] * 3))
     sys.stdout.write("\n")

@@ -79,6 +79,17 @@ class Shape:
     def params(self) -> int:
         return self.layers * self.layer_params + self.embedding_params + self.hidden
 
+    @property
+    def block_params(self) -> int:
+        """The projections of every layer (what structured pruning removes; the RMSNorms stay)."""
+        return self.layers * (self.layer_params - 2 * self.hidden)
+
+
+def checkpoint_bytes(s: Shape, dtype: str, block_kept: float = 1.0) -> float:
+    """Bytes of one saved checkpoint: every parameter at ``dtype``, the projections cut to ``block_kept`` of
+    theirs (a structured prune at sparsity p keeps about 1 - p; unstructured pruning keeps dense tensors: 1)."""
+    return (s.params - (1.0 - block_kept) * s.block_params) * DTYPE_BYTES[dtype]
+
 
 @dataclass(frozen=True)
 class Tokens:
