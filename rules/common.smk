@@ -171,6 +171,13 @@ def allocation_inputs(wildcards):
     return inputs
 
 
+def checkpoint_output():
+    """A pruned checkpoint's directory; temporary (deleted after its last reader) with export.keep_checkpoints
+    false."""
+    out = directory(CHECKPOINT)
+    return out if config["export"]["keep_checkpoints"] else temp(out)
+
+
 def all_checkpoints():
     return expand(CHECKPOINT, model=MODELS, method=list(METHODS), sparsity=SPARSITIES)
 

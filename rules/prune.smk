@@ -2,7 +2,7 @@ rule prune:
     input:
         unpack(prune_inputs),
     output:
-        checkpoint=directory(CHECKPOINT),
+        checkpoint=checkpoint_output(),
     log:
         "logs/prune/{model}/{method}/sp{sparsity}.log",
     benchmark:

@@ -217,10 +217,15 @@ def test_default_models_o_fang_40_as_q8_0_gguf_runs_in_llama_cpp(tmp_path):
         zeroshot={"tasks": []},
         diagnostics={"holdout_windows": 0},
         speed={"enabled": False},
-        export={"gguf": ["q8_0"], "engine": {"prompt_len": 64, "gen_tokens": 8, "repeats": 2}},
+        export={"gguf": ["q8_0"], "engine": {"prompt_len": 64, "gen_tokens": 8, "repeats": 2},
+                "keep_checkpoints": False},
     )
     run(wd, "--cores", "2", "results/tables/deployment.md")
     res = wd / "results"
+    # keep_checkpoints: false: the pruned checkpoint went once its readers (export, perplexity) were done; the
+    # GGUF and the results stay, and nothing is pruned again for the same targets
+    assert not (res / "pruned/smollm2-135m/o-fang/sp0.40").exists() and (res / "models/smollm2-135m").is_dir()
+    assert "Nothing to be done" in run(wd, "-n", "--cores", "1", "results/tables/deployment.md").stdout
     export = json.loads((res / "export/gguf/smollm2-135m/o-fang/sp0.40.q8_0.gguf.json").read_text())
     assert export["architecture"] == "deci" and len(set(export["feed_forward_length"])) > 1
     assert len(export["feed_forward_length"]) == 30 and max(export["feed_forward_length"]) < 1536
