@@ -56,3 +56,37 @@ def test_costs_find_the_model_below_a_dataset_folder(tmp_path):
     rows = {(r["rule"], r["model"]): r for r in cost_table(read_benchmarks(b, ["m1"])).to_dict("records")}
     assert rows[("evaluate_ppl", "m1")]["jobs"] == 2 and rows[("evaluate_ppl", "m1")]["wall_s"] == 10.0
     assert rows[("evaluate_ppl", "m1")]["max_rss_mb"] == 400.0 and ("evaluate_ppl", "other") not in rows
+
+
+def test_the_jobs_own_cpu_time_replaces_the_sampled_one(tmp_path):
+    """Snakemake samples CPU time every 30 s, so a job's last stretch is missed (16-56 CPU s for equal jobs of
+    about 40 s wall, docs/scale.md); a job whose log carries process_cpu_s is costed by that figure."""
+    b, logs = tmp_path / "benchmarks", tmp_path / "logs"
+    bench(b / "cluster/m1/a.tsv", 40.0, 500.0, 16.0)
+    bench(b / "cluster/m1/b.tsv", 40.0, 500.0, 16.0)
+    (logs / "cluster/m1").mkdir(parents=True)
+    (logs / "cluster/m1/a.log").write_text(
+        '2026-01-01 00:00:00,000 INFO fangprune: end load: {"step": "load", "wall_s": 20.0, "cpu_s": 30.0, '
+        '"process_cpu_s": 34.5, "max_rss_mib": 900.0}\n'
+        '2026-01-01 00:00:40,000 INFO fangprune: end cluster: {"step": "cluster", "wall_s": 20.0, "cpu_s": 36.0, '
+        '"process_cpu_s": 70.5, "max_rss_mib": 950.0}\n')
+    frame = read_benchmarks(b, ["m1"], logs).set_index("job")
+    assert frame.loc["m1/a", "cpu_s"] == 70.5 and frame.loc["m1/b", "cpu_s"] == 16.0  # b: no log, the sample
+    assert cost_table(frame.reset_index()).set_index(["rule", "model"]).loc[("cluster", "m1"), "cpu_s"] == 86.5
+
+
+def test_timed_step_logs_the_cpu_time_it_used(tmp_path, caplog):
+    import logging
+    import time
+
+    from fangprune.io import log_cpu_s, timed_step
+
+    with caplog.at_level(logging.INFO, logger="fangprune"):
+        with timed_step("spin") as info:
+            end = time.process_time() + 0.3
+            while time.process_time() < end:
+                pass
+    assert 0.3 <= info["cpu_s"] <= info["process_cpu_s"] and info["cpu_s"] < 0.3 + 0.2
+    log = tmp_path / "job.log"
+    log.write_text("".join(f"2026-01-01 00:00:00,000 INFO fangprune: {r.getMessage()}\n" for r in caplog.records))
+    assert log_cpu_s(log) == info["process_cpu_s"]

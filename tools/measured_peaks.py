@@ -12,7 +12,8 @@ not exist any more) and the named ones added or replaced.
 Each RUN_DIR holds the run's logs/ and benchmarks/; the configs are the files the run was started with, merged in
 order as Snakemake merges --configfile. A job's peak is the largest ``max_rss_mib`` of the ``end <step>`` lines in
 its log (getrusage of the job's process; Snakemake's benchmark max_rss samples and misses short peaks); its wall
-and CPU seconds are its benchmark's ``s`` and ``cpu_time`` (both read by fangprune.report.costs.read_benchmarks).
+seconds are its benchmark's ``s``, its CPU seconds the log's ``process_cpu_s`` (jobs of older code: the
+benchmark's sampled ``cpu_time``, a lower bound), both read by fangprune.report.costs.read_benchmarks.
 Predictions are those of a CPU job (these runs ran on CPUs) with the run's threads, before the request margin:
 host RSS, and seconds (arithmetic at CPU_FLOPS plus reading the weights twice at READ_BPS).
 """

@@ -167,16 +167,26 @@ def peak_memory() -> dict[str, float]:
     return out
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children so far (getrusage)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 @contextlib.contextmanager
 def timed_step(name: str) -> Iterator[dict]:
-    """Log wall time and peak memory of a step (Snakemake's ``benchmark:`` has no GPU figures)."""
+    """Log wall time, CPU time (the step's, ``cpu_s``, and the process's so far, ``process_cpu_s``) and peak memory
+    of a step. Snakemake's ``benchmark:`` has no GPU figures and samples CPU time and RSS, every 30 s after the
+    first 15 s, so it misses what a job uses after its last sample."""
     info: dict[str, Any] = {"step": name}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     log.info("start %s", name)
     try:
         yield info
     finally:
-        info["wall_s"] = round(time.perf_counter() - start, 3)
+        cpu = cpu_seconds()
+        info.update(wall_s=round(time.perf_counter() - start, 3), cpu_s=round(cpu - cpu_start, 3),
+                    process_cpu_s=round(cpu, 3))
         info.update(peak_memory())
         log.info("end %s: %s", name, json.dumps(info))
 
@@ -184,15 +194,26 @@ def timed_step(name: str) -> Iterator[dict]:
 _END_LINE = re.compile(r" end [^:{]+: (\{.*\})")
 
 
-def log_peak_mib(log_file: str | os.PathLike) -> float | None:
-    """The largest ``max_rss_mib`` of the ``end <step>`` lines ``timed_step`` wrote to a job's log (getrusage of
-    the job's process, so no short peak is missed); None when the log has none."""
+def _end_records(log_file: str | os.PathLike) -> list[dict]:
     try:
         text = Path(log_file).read_text(errors="replace")
     except FileNotFoundError:
-        return None
-    peaks = [json.loads(m.group(1)).get("max_rss_mib", 0.0) for m in _END_LINE.finditer(text)]
+        return []
+    return [json.loads(m.group(1)) for m in _END_LINE.finditer(text)]
+
+
+def log_peak_mib(log_file: str | os.PathLike) -> float | None:
+    """The largest ``max_rss_mib`` of the ``end <step>`` lines ``timed_step`` wrote to a job's log (getrusage of
+    the job's process, so no short peak is missed); None when the log has none."""
+    peaks = [r.get("max_rss_mib", 0.0) for r in _end_records(log_file)]
     return max(peaks) if peaks else None
+
+
+def log_cpu_s(log_file: str | os.PathLike) -> float | None:
+    """The job's CPU seconds from its log: the largest ``process_cpu_s`` of its ``end <step>`` lines (getrusage at
+    the end of its last step: the job's whole process, imports included); None when no line has it."""
+    cpu = [r["process_cpu_s"] for r in _end_records(log_file) if "process_cpu_s" in r]
+    return max(cpu) if cpu else None
 
 
 def provenance() -> dict[str, Any]:

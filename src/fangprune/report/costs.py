@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fangprune.io import log_peak_mib
+from fangprune.io import log_cpu_s, log_peak_mib
 
 FIELDS = ["rule", "model", "jobs", "wall_s", "cpu_s", "max_rss_mb", "log_peak_mib", "max_job_wall_s"]
 MODELLESS_RULES = ("tables", "costs")
@@ -28,7 +28,8 @@ def _model_of(rule: str, parts: tuple[str, ...], models: list[str]) -> str | Non
 def read_benchmarks(root: str | Path, models: list[str], logs: str | Path | None = None) -> pd.DataFrame:
     """One row per benchmark record under ``root`` (``repeat()`` benchmarks have several) whose model is one of
     ``models``, or whose rule has no model: rule, model, job (the path below the rule's folder, no suffix), wall_s,
-    cpu_s, max_rss_mb (NaN where Snakemake wrote
+    cpu_s (the job's own getrusage figure from its log where it wrote one, else the benchmark's ``cpu_time``, which
+    Snakemake samples every 30 s and so misses up to 30 s x threads), max_rss_mb (NaN where Snakemake wrote
     "-" or "NA" for a job too short to sample) and log_peak_mib, the job's peak from its log under ``logs`` (the
     same relative path, ``.log``): Snakemake samples RSS and misses short peaks (424 MB sampled for a job whose
     log peak was 5031 MiB, docs/scale.md), so requests are sized by the log peak."""
@@ -41,12 +42,18 @@ def read_benchmarks(root: str | Path, models: list[str], logs: str | Path | None
             continue  # another sweep's model in a shared results directory
         tsv = pd.read_csv(path, sep="\t", na_values=["-", "NA"])
         job = "/".join([*parts[1:-1], Path(parts[-1]).stem])
+        cpu = tsv.get("cpu_time", pd.Series(0.0, index=tsv.index)).fillna(0.0)
+        logged = _log_cpu(logs, parts) if len(tsv) == 1 else None  # repeat(): one log for every record
         frames.append(pd.DataFrame({"rule": parts[0], "model": model, "job": job, "wall_s": tsv["s"].fillna(0.0),
-                                    "cpu_s": tsv.get("cpu_time", pd.Series(0.0, index=tsv.index)).fillna(0.0),
+                                    "cpu_s": cpu if logged is None else logged,
                                     "max_rss_mb": pd.to_numeric(tsv.get("max_rss"), errors="coerce"),
                                     "log_peak_mib": _log_peak(logs, parts)}))
     columns = ["rule", "model", "job", "wall_s", "cpu_s", "max_rss_mb", "log_peak_mib"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def _log_cpu(logs: str | Path | None, parts: tuple[str, ...]) -> float | None:
+    return log_cpu_s(Path(logs, *parts).with_suffix(".log")) if logs is not None else None
 
 
 def _log_peak(logs: str | Path | None, parts: tuple[str, ...]) -> float:
