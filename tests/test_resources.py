@@ -61,6 +61,9 @@ def test_terms_hand_computed():
     # on a GPU job the layer and its OBS state live on the GPU, the hidden states stay on the host
     assert host_mib("prune", m, gpu=True) == BASE_MIB + max(2 * m.weights, m.weights + m.states)
     assert gpu_mib("prune", m) == m.layer + m.acts + m.obs
+    # evaluation reads its checkpoint memory-mapped: the weights once, not the 2W of a private read
+    assert host_mib("evaluate_ppl", m) == BASE_MIB + max(m.weights + 4 * m.logits, 2048 - BASE_MIB)
+    assert host_mib("evaluate_ppl", m, gpu=True) == BASE_MIB + m.weights
 
 
 def test_a_request_is_the_prediction_with_its_margin():

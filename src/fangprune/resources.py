@@ -47,6 +47,12 @@ WHOLE_MODEL = ("scores", "importance", "evaluate_ppl", "evaluate_dense", "evalua
 GPU_RULES = LAYERWISE + WHOLE_MODEL
 
 
+#: Rules that read a checkpoint memory-mapped (modeling.checkpoint.load_pruned at the checkpoint's dtype): their
+#: load is the pages they touch, at most W. The others read private copies shard by shard (models.load_model,
+#: so that a pruned layer's dense pages do not stay resident) and peak at 2W.
+MAPPED_LOAD = ("evaluate_ppl", "evaluate_dense", "evaluate_zeroshot", "evaluate_zeroshot_dense", "evaluate_speed")
+
+
 @dataclass(frozen=True)
 class Shape:
     """A decoder's dimensions (modeling.sources.source_shape) and the parameter counts they give."""
@@ -140,7 +146,7 @@ class Terms:
 def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = False) -> float:
     """Predicted peak host RSS of one job of ``rule`` (MiB); on a GPU job (``gpu``) the OBS state, the logits and
     the backward live on the GPU, the model on the host for the layer-wise steps."""
-    load = 2 * m.weights
+    load = m.weights if rule in MAPPED_LOAD else 2 * m.weights
     if gpu and rule in LAYERWISE:
         extra = {"cluster": 3 * m.features, "complexity": m.features}.get(rule, 0.0)
         return BASE_MIB + max(load, m.weights + m.states + extra)
