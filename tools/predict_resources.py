@@ -17,6 +17,7 @@ import sys
 
 import pandas as pd
 
+from fangprune.modeling.shapes import SHAPES as PRESETS
 from fangprune.resources import (
     GPU_FLOPS,
     Shape,
@@ -28,12 +29,13 @@ from fangprune.resources import (
     host_mib,
 )
 
-SHAPES = {
-    "LLaMA-2-7B": Shape(4096, 11008, 32, 32, 32, 128, 32000),
-    "LLaMA-3.1-8B": Shape(4096, 14336, 32, 32, 8, 128, 128256),
-    "Qwen2.5-7B": Shape(3584, 18944, 28, 28, 4, 128, 152064),
-    "LLaMA-2-70B": Shape(8192, 28672, 80, 64, 8, 128, 32000),
-}
+NAMES = {"llama2-7b": "LLaMA-2-7B", "llama3.1-8b": "LLaMA-3.1-8B", "qwen2.5-7b": "Qwen2.5-7B",
+         "llama2-70b": "LLaMA-2-70B"}
+#: the full models of the shape presets: full depth, their own vocabularies
+SHAPES = {NAMES[preset]: Shape(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"],
+                               c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["vocab_size"],
+                               c["tie_word_embeddings"])
+          for preset, (_, c) in PRESETS.items()}
 CALIBRATIONS = {"128x2048": (128, 2048), "32x512": (32, 512)}
 RULES = ("prepare_model", "cluster", "complexity", "scores", "prune", "evaluate_ppl")
 
