@@ -41,10 +41,11 @@ def run_inputs(config: dict) -> dict:
             "calibration": f"{config['calibration']['nsamples']}x{config['calibration']['seqlen']}"}
 
 
-def predicted(rule: str, model: str, inputs: dict) -> dict:
-    """The prediction of one job of a run from its stored inputs."""
+def predicted(rule: str, model: str, inputs: dict, single_file: bool = False) -> dict:
+    """The prediction of one job of a run from its stored inputs (``single_file``: resources.load_mib)."""
     m = inputs["models"][model]
-    return predict(rule, m["shape"], Tokens(**inputs["tokens"]), m["dtype"], gpu=False, threads=inputs["threads"])
+    return predict(rule, m["shape"], Tokens(**inputs["tokens"]), m["dtype"], gpu=False, threads=inputs["threads"],
+                   single_file=single_file)
 
 
 def measured(run: Path, models: list[str]) -> list[dict]:
@@ -52,12 +53,12 @@ def measured(run: Path, models: list[str]) -> list[dict]:
     jobs = read_benchmarks(run / "benchmarks", models, run / "logs")
     jobs = jobs[(jobs["model"] != "-") & jobs["log_peak_mib"].notna()].drop_duplicates(["rule", "job"])
     return [{"run": run.name, "rule": r.rule, "model": r.model, "job": r.job, "measured_mib": round(r.log_peak_mib),
-             "wall_s": r.wall_s, "cpu_s": r.cpu_s} for r in jobs.itertuples()]
+             "wall_s": r.wall_s, "cpu_s": r.cpu_s, "single_file": False} for r in jobs.itertuples()]
 
 
 def with_predictions(frame: pd.DataFrame, runs: dict) -> pd.DataFrame:
     """The rows with the current predictions (MiB, seconds) and the measured / predicted ratios."""
-    pred = [predicted(r.rule, r.model, runs[r.run]) for r in frame.itertuples()]
+    pred = [predicted(r.rule, r.model, runs[r.run], bool(r.single_file)) for r in frame.itertuples()]
     frame = frame.assign(calibration=[runs[r]["calibration"] for r in frame["run"]],
                          predicted_mib=[p["host_mib"] for p in pred], predicted_s=[p["seconds"] for p in pred])
     return frame.assign(ratio=frame["measured_mib"] / frame["predicted_mib"],

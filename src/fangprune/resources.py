@@ -1,9 +1,10 @@
 """Predicted resources of every job from the model's shape and the run's token counts (docs/scale.md).
 
 A job's peak host RSS is ``BASE`` (Python, torch, transformers) plus the largest of its phases, each a sum of
-named terms (``Terms``): loading a checkpoint peaks at twice the weights (the tensors and the safetensors pages
-being read), a layer-wise step holds the model on the host and one layer's Hessians and calibration states, a
-whole-model step its logits and, for the Taylor scores, the gradients and the backward's activations. The terms
+named terms (``Terms``): loading a checkpoint peaks at W memory-mapped, W plus its largest tensor read shard by
+shard, or 2W read whole (``load_mib``); a layer-wise step holds the model on the host and one layer's Hessians and
+calibration states, a whole-model step its logits and, for the Taylor scores, the gradients and the backward's
+activations. The terms
 are sized from the model's shape (config.json, GGUF header or preset) and the calibration / evaluation spec;
 the formulas were checked against every job's measured peak (``end <step>`` lines in the logs) on SmolLM2-135M,
 Gemma-3-270M and the LLaMA-2-7B shape with 1 and 2 layers (docs/scale.md, tests/test_resources.py).
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 MiB = 2**20
 #: Python + torch + transformers imported (a job that does nothing else: allocate, 508 MiB measured).
 BASE_MIB = 512
+#: scikit-learn imported and the working buffers of its PCA and KMeans (clustering; the import alone: 154 MiB).
+SKLEARN_MIB = 256
 #: Reading and tokenizing a text dataset (calibrate, holdout: 1915-1918 MiB measured for 49k-token vocabularies).
 TEXT_MIB = 2048
 #: Requests are the prediction times this, rounded up to 256 MiB (and to whole minutes).
@@ -47,10 +50,13 @@ WHOLE_MODEL = ("scores", "importance", "evaluate_ppl", "evaluate_dense", "evalua
 GPU_RULES = LAYERWISE + WHOLE_MODEL
 
 
-#: Rules that read a checkpoint memory-mapped (modeling.checkpoint.load_pruned at the checkpoint's dtype): their
-#: load is the pages they touch, at most W. The others read private copies shard by shard (models.load_model,
-#: so that a pruned layer's dense pages do not stay resident) and peak at 2W.
+#: How a job reads its model, which sets the load's peak. Memory-mapped (modeling.checkpoint.load_pruned at the
+#: checkpoint's dtype): the pages it touches, at most W. Private copies shard by shard (models.load_model, so that
+#: a pruned layer's dense pages do not stay resident) of the prepared model, which prepare_model writes in 100 MB
+#: shards (one tensor per shard above that): W plus the largest tensor. Anything else (prepare_model reading the
+#: user's source, which may be one file; the exports): 2W.
 MAPPED_LOAD = ("evaluate_ppl", "evaluate_dense", "evaluate_zeroshot", "evaluate_zeroshot_dense", "evaluate_speed")
+SHARDED_LOAD = ("cluster", "complexity", "scores", "importance", "prune")
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,7 @@ class Terms:
     """The memory terms of a job, MiB."""
 
     weights: float  # the model at the job's dtype
+    largest: float  # its largest tensor (the embedding or LM head, or an MLP projection)
     layer: float  # one decoder layer at the job's dtype
     obs: float  # one layer's OBS state: the widest fp64 H^-1 (inverted in place), every fp32 H of the layer, and
     # the compensation's fp64 copy of down_proj with its update (twice hidden x MLP x 8 B)
@@ -135,6 +142,7 @@ class Terms:
         tokens = t.calib_batch * t.calib_seqlen
         backward = (s.layers * (8 * s.hidden + 3 * s.mlp) + 4 * s.vocab) * tokens * 4
         return cls(weights=s.params * b / MiB, layer=s.layer_params * b / MiB,
+                   largest=s.hidden * max(s.vocab, s.mlp, s.heads * s.head_dim) * b / MiB,
                    obs=(widest**2 * 8 + hessians32 * 4 + 2 * s.hidden * s.mlp * 8) / MiB,
                    states=2 * t.calib * s.hidden * 4 / MiB, features=t.calib * s.hidden * 4 / MiB,
                    acts=4 * t.calib_batch * t.calib_seqlen * s.mlp * 4 / MiB,
@@ -143,12 +151,22 @@ class Terms:
                    backward=backward / MiB)
 
 
-def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = False) -> float:
+def load_mib(rule: str, m: Terms, single_file: bool = False) -> float:
+    """The load's peak host memory (see MAPPED_LOAD / SHARDED_LOAD); ``single_file``: the prepared model was one
+    file (runs before 497ab77 left a stale full-size file beside a random preset's shards, and it was read)."""
+    if rule in MAPPED_LOAD:
+        return m.weights
+    if rule in SHARDED_LOAD and not single_file:
+        return m.weights + m.largest
+    return 2 * m.weights
+
+
+def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = False, single_file: bool = False) -> float:
     """Predicted peak host RSS of one job of ``rule`` (MiB); on a GPU job (``gpu``) the OBS state, the logits and
     the backward live on the GPU, the model on the host for the layer-wise steps."""
-    load = m.weights if rule in MAPPED_LOAD else 2 * m.weights
+    load = load_mib(rule, m, single_file)
     if gpu and rule in LAYERWISE:
-        extra = {"cluster": 3 * m.features, "complexity": m.features}.get(rule, 0.0)
+        extra = {"cluster": 3 * m.features + SKLEARN_MIB, "complexity": m.features}.get(rule, 0.0)
         return BASE_MIB + max(load, m.weights + m.states + extra)
     if gpu and rule in WHOLE_MODEL:
         return BASE_MIB + load
@@ -156,7 +174,7 @@ def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = Fals
         "prepare_model": [load],
         "calibrate": [TEXT_MIB - BASE_MIB],
         "holdout": [TEXT_MIB - BASE_MIB],
-        "cluster": [load, m.weights + m.layer + m.acts + m.states + 3 * m.features],  # PCA centres a copy
+        "cluster": [load, m.weights + m.layer + m.acts + m.states + 3 * m.features + SKLEARN_MIB],  # PCA centres a copy
         "complexity": [load, m.weights + m.layer + m.acts + m.states + m.features],
         "prune": [load, m.weights + m.layer + m.acts + m.obs + m.states],
         "scores": [load + m.backward],
@@ -242,14 +260,14 @@ def runtime_minutes(seconds: float) -> int:
 
 
 def predict(rule: str, shape: dict, tokens: Tokens, dtype: str = "float32", gpu: bool = False, threads: int = 1,
-            score_passes: int = 2) -> dict:
+            score_passes: int = 2, single_file: bool = False) -> dict:
     """Predicted host MiB, GPU MiB, seconds and the runtime request (minutes) of one job of ``rule``
-    (source_shape dict in)."""
+    (source_shape dict in; ``single_file``: see load_mib)."""
     s = Shape.from_source_shape(shape)
     m = Terms.of(s, tokens, dtype)
     zs = tokens.zeroshot_batch * tokens.eval_seqlen * s.vocab * 4 / MiB
     seconds = runtime_seconds(rule, s, tokens, m, gpu, threads, score_passes)
-    return {"host_mib": host_mib(rule, m, zs, gpu), "gpu_mib": gpu_mib(rule, m, zs) if gpu else 0.0,
+    return {"host_mib": host_mib(rule, m, zs, gpu, single_file), "gpu_mib": gpu_mib(rule, m, zs) if gpu else 0.0,
             "seconds": seconds, "runtime_min": runtime_minutes(seconds)}
 
 
