@@ -59,10 +59,10 @@ def test_terms_hand_computed():
     assert m.acts * MiB == 4 * 1 * 3 * 8 * 4  # one batch of 3 tokens through the 8-wide MLP, 4 live copies
     # the prepared model is read shard by shard: W and its largest tensor, the embedding (4 x 10 x 4 B)
     assert m.largest * MiB == 4 * 10 * 4
-    assert host_mib("prune", m) == BASE_MIB + max(m.weights + m.largest, m.weights + m.layer + m.acts + m.obs + m.states)
+    layer_step = m.weights + m.layer + m.acts + m.obs + m.states
+    assert host_mib("prune", m) == BASE_MIB + max(m.weights + m.largest, layer_step)
     # read from one file (runs before 497ab77 left one beside a random preset's shards), prepare_model: 2W
-    assert host_mib("prune", m, single_file=True) == BASE_MIB + max(2 * m.weights, m.weights + m.layer + m.acts +
-                                                                    m.obs + m.states)
+    assert host_mib("prune", m, single_file=True) == BASE_MIB + max(2 * m.weights, layer_step)
     assert host_mib("prepare_model", m) == BASE_MIB + 2 * m.weights
     # on a GPU job the layer and its OBS state live on the GPU, the hidden states stay on the host
     assert host_mib("prune", m, gpu=True) == BASE_MIB + max(m.weights + m.largest, m.weights + m.states)

@@ -4,10 +4,10 @@ A job's peak host RSS is ``BASE`` (Python, torch, transformers) plus the largest
 named terms (``Terms``): loading a checkpoint peaks at W memory-mapped, W plus its largest tensor read shard by
 shard, or 2W read whole (``load_mib``); a layer-wise step holds the model on the host and one layer's Hessians and
 calibration states, a whole-model step its logits and, for the Taylor scores, the gradients and the backward's
-activations. The terms
-are sized from the model's shape (config.json, GGUF header or preset) and the calibration / evaluation spec;
-the formulas were checked against every job's measured peak (``end <step>`` lines in the logs) on SmolLM2-135M,
-Gemma-3-270M and the LLaMA-2-7B shape with 1 and 2 layers (docs/scale.md, tests/test_resources.py).
+activations. The terms are sized from the model's shape (config.json, GGUF header or preset) and the calibration /
+evaluation spec; the formulas were checked against every job's measured peak (``end <step>`` lines in the logs)
+on SmolLM2-135M, Gemma-3-270M and the LLaMA-2-7B, LLaMA-3.1-8B, Qwen2.5-7B and LLaMA-2-70B shapes with 1 and 2
+layers (docs/scale.md, tests/test_resources.py).
 
 GPU memory on a GPU job: the layer-wise steps hold one layer and its OBS state, the whole-model steps the model
 (split over the job's GPUs by a device map). Time: a FLOP count of the rule divided by a throughput (``CPU_FLOPS``
@@ -161,7 +161,8 @@ def load_mib(rule: str, m: Terms, single_file: bool = False) -> float:
     return 2 * m.weights
 
 
-def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = False, single_file: bool = False) -> float:
+def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = False,
+             single_file: bool = False) -> float:
     """Predicted peak host RSS of one job of ``rule`` (MiB); on a GPU job (``gpu``) the OBS state, the logits and
     the backward live on the GPU, the model on the host for the layer-wise steps."""
     load = load_mib(rule, m, single_file)
@@ -174,7 +175,8 @@ def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = Fals
         "prepare_model": [load],
         "calibrate": [TEXT_MIB - BASE_MIB],
         "holdout": [TEXT_MIB - BASE_MIB],
-        "cluster": [load, m.weights + m.layer + m.acts + m.states + 3 * m.features + SKLEARN_MIB],  # PCA centres a copy
+        # PCA centres a copy of the tokens
+        "cluster": [load, m.weights + m.layer + m.acts + m.states + 3 * m.features + SKLEARN_MIB],
         "complexity": [load, m.weights + m.layer + m.acts + m.states + m.features],
         "prune": [load, m.weights + m.layer + m.acts + m.obs + m.states],
         "scores": [load + m.backward],
