@@ -226,6 +226,9 @@ def test_default_models_o_fang_40_as_q8_0_gguf_runs_in_llama_cpp(tmp_path):
     # GGUF and the results stay, and nothing is pruned again for the same targets
     assert not (res / "pruned/smollm2-135m/o-fang/sp0.40").exists() and (res / "models/smollm2-135m").is_dir()
     assert "Nothing to be done" in run(wd, "-n", "--cores", "1", "results/tables/deployment.md").stdout
+    # a job that reads the checkpoint again (here: its perplexity, forced) prunes it again first
+    again = run(wd, "-n", "--cores", "1", "-R", "evaluate_ppl", "--", "results/tables/deployment.md").stdout
+    assert re.search(r"^prune\s+1$", again, re.M) and re.search(r"^evaluate_ppl\s+1$", again, re.M)
     export = json.loads((res / "export/gguf/smollm2-135m/o-fang/sp0.40.q8_0.gguf.json").read_text())
     assert export["architecture"] == "deci" and len(set(export["feed_forward_length"])) > 1
     assert len(export["feed_forward_length"]) == 30 and max(export["feed_forward_length"]) < 1536
