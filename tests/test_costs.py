@@ -79,7 +79,7 @@ def test_timed_step_logs_the_cpu_time_it_used(tmp_path, caplog):
     import logging
     import time
 
-    from fangprune.io import log_cpu_s, timed_step
+    from fangprune.io import log_figures, timed_step
 
     with caplog.at_level(logging.INFO, logger="fangprune"):
         with timed_step("spin") as info:
@@ -89,4 +89,4 @@ def test_timed_step_logs_the_cpu_time_it_used(tmp_path, caplog):
     assert 0.3 <= info["cpu_s"] <= info["process_cpu_s"] and info["cpu_s"] < 0.3 + 0.2
     log = tmp_path / "job.log"
     log.write_text("".join(f"2026-01-01 00:00:00,000 INFO fangprune: {r.getMessage()}\n" for r in caplog.records))
-    assert log_cpu_s(log) == info["process_cpu_s"]
+    assert log_figures(log)["process_cpu_s"] == info["process_cpu_s"]

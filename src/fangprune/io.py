@@ -194,26 +194,19 @@ def timed_step(name: str) -> Iterator[dict]:
 _END_LINE = re.compile(r" end [^:{]+: (\{.*\})")
 
 
-def _end_records(log_file: str | os.PathLike) -> list[dict]:
+def log_figures(log_file: str | os.PathLike) -> dict[str, float | None]:
+    """A job's own figures from the ``end <step>`` lines ``timed_step`` wrote to its log, read once: ``max_rss_mib``,
+    the largest peak (getrusage of the job's process, so no short peak is missed), and ``process_cpu_s``, the
+    largest process CPU time (at the end of its last step: the whole process, imports included); None where the
+    log (or every line of it) has none."""
     try:
         text = Path(log_file).read_text(errors="replace")
     except FileNotFoundError:
-        return []
-    return [json.loads(m.group(1)) for m in _END_LINE.finditer(text)]
-
-
-def log_peak_mib(log_file: str | os.PathLike) -> float | None:
-    """The largest ``max_rss_mib`` of the ``end <step>`` lines ``timed_step`` wrote to a job's log (getrusage of
-    the job's process, so no short peak is missed); None when the log has none."""
-    peaks = [r.get("max_rss_mib", 0.0) for r in _end_records(log_file)]
-    return max(peaks) if peaks else None
-
-
-def log_cpu_s(log_file: str | os.PathLike) -> float | None:
-    """The job's CPU seconds from its log: the largest ``process_cpu_s`` of its ``end <step>`` lines (getrusage at
-    the end of its last step: the job's whole process, imports included); None when no line has it."""
-    cpu = [r["process_cpu_s"] for r in _end_records(log_file) if "process_cpu_s" in r]
-    return max(cpu) if cpu else None
+        text = ""
+    records = [json.loads(m.group(1)) for m in _END_LINE.finditer(text)]
+    peaks = [r.get("max_rss_mib", 0.0) for r in records]
+    cpu = [r["process_cpu_s"] for r in records if "process_cpu_s" in r]
+    return {"max_rss_mib": max(peaks) if peaks else None, "process_cpu_s": max(cpu) if cpu else None}
 
 
 def provenance() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fangprune.io import log_cpu_s, log_peak_mib
+from fangprune.io import log_figures
 
 FIELDS = ["rule", "model", "jobs", "wall_s", "cpu_s", "max_rss_mb", "log_peak_mib", "max_job_wall_s"]
 MODELLESS_RULES = ("tables", "costs")
@@ -43,22 +43,15 @@ def read_benchmarks(root: str | Path, models: list[str], logs: str | Path | None
         tsv = pd.read_csv(path, sep="\t", na_values=["-", "NA"])
         job = "/".join([*parts[1:-1], Path(parts[-1]).stem])
         cpu = tsv.get("cpu_time", pd.Series(0.0, index=tsv.index)).fillna(0.0)
-        logged = _log_cpu(logs, parts) if len(tsv) == 1 else None  # repeat(): one log for every record
+        own = log_figures(Path(logs, *parts).with_suffix(".log")) if logs is not None else {}
+        logged = own.get("process_cpu_s") if len(tsv) == 1 else None  # repeat(): one log for every record
+        peak = own.get("max_rss_mib")
         frames.append(pd.DataFrame({"rule": parts[0], "model": model, "job": job, "wall_s": tsv["s"].fillna(0.0),
                                     "cpu_s": cpu if logged is None else logged,
                                     "max_rss_mb": pd.to_numeric(tsv.get("max_rss"), errors="coerce"),
-                                    "log_peak_mib": _log_peak(logs, parts)}))
+                                    "log_peak_mib": float("nan") if peak is None else peak}))
     columns = ["rule", "model", "job", "wall_s", "cpu_s", "max_rss_mb", "log_peak_mib"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-
-
-def _log_cpu(logs: str | Path | None, parts: tuple[str, ...]) -> float | None:
-    return log_cpu_s(Path(logs, *parts).with_suffix(".log")) if logs is not None else None
-
-
-def _log_peak(logs: str | Path | None, parts: tuple[str, ...]) -> float:
-    peak = log_peak_mib(Path(logs, *parts).with_suffix(".log")) if logs is not None else None
-    return float("nan") if peak is None else peak
 
 
 def cost_table(benchmarks: pd.DataFrame) -> pd.DataFrame:
