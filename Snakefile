@@ -16,6 +16,7 @@ include: "rules/scores.smk"
 include: "rules/groups.smk"
 include: "rules/allocation.smk"
 include: "rules/prune.smk"
+include: "rules/recovery.smk"
 include: "rules/evaluate.smk"
 include: "rules/zeroshot.smk"
 include: "rules/speed.smk"
@@ -35,6 +36,7 @@ localrules:
     diagnostics,
     costs,
     deployment_table,
+    recovery_curves,
 
 
 rule all:
@@ -46,3 +48,4 @@ rule all:
         COSTS,
         all_exports(),
         deployment_tables(),
+        RECOVERY_PLOTS if RECOVERED else [],

@@ -11,6 +11,9 @@ from fangprune.config import (
     group_slug,
     grouping_spec,
     importance_slug,
+    recovered_methods,
+    recovery_data_slug,
+    recovery_variants,
     score_slug,
     sparsity_tag,
     validate_config,
@@ -50,6 +53,12 @@ for _name, _m in METHODS.items():
     SCORINGS[SLUGS[_name]["score"]] = effective(config, _m, "clustering")
     GROUPINGS[SLUGS[_name]["group"]] = grouping_spec(config, _m)
     GROUP_SCORE[SLUGS[_name]["group"]] = SLUGS[_name]["score"]
+# Recovered checkpoints are methods of their own downstream (o-fang+kd): every evaluation, speed and export rule
+# takes them like a pruned method; only the prune rule is limited to METHODS.
+RECOVERED = recovered_methods(config)
+VARIANTS = recovery_variants(config)
+RECOVERY_DATA = {recovery_data_slug(config, v): v for v in VARIANTS.values()}
+EVALUATED = list(METHODS) + list(RECOVERED)
 ALLOCS = sorted({s["alloc"] for s in SLUGS.values()})
 # allocation slug -> the per-layer importance it needs (None: uniform; fc: the complexity rule)
 MEASURES = {SLUGS[n]["alloc"]: importance_slug(m) for n, m in METHODS.items()}
@@ -65,7 +74,8 @@ def _alternatives(values):
 
 wildcard_constraints:
     model=_alternatives(MODELS),
-    method=_alternatives(METHODS),
+    method=_alternatives(EVALUATED),
+    rdata=_alternatives(RECOVERY_DATA or ["none"]),
     sparsity=r"\d\.\d{2}",
     calib=_alternatives(CALIBRATIONS),
     clus=_alternatives(CLUSTERINGS),
@@ -118,6 +128,7 @@ TABLE_NAMES = (
     + (["table2"] if set(ZS_TASKS) - {"mmlu"} else [])
     + (["table4"] if "mmlu" in ZS_TASKS else [])
     + sorted(config["tables"]["ablations"])
+    + (["table_recovery"] if RECOVERED else [])
     + (
         ["table_unstructured"]
         if any(not get_method(m["algorithm"]).structured for m in METHODS.values())
@@ -135,6 +146,13 @@ DIAGNOSTICS = [
 ]
 COSTS = [f"{RES}/tables/costs.csv", f"{RES}/tables/costs.md"]
 DEPLOYMENT = [f"{RES}/tables/deployment.csv", f"{RES}/tables/deployment.md"]
+RECOVERY_WINDOWS = f"{RES}/recovery/data/{{model}}/{{rdata}}.pt"
+RECOVERY_CURVE = f"{RES}/recovery/curves/{{model}}/{{method}}/sp{{sparsity}}.csv"
+RECOVERY_STATE = f"{RES}/recovery/state/{{model}}/{{method}}/sp{{sparsity}}.pt"
+RECOVERY_PLOTS = [
+    f"{RES}/tables/recovery_curves.csv",
+    f"{RES}/tables/recovery_curves.png",
+]
 
 
 def method_path(template, wildcards, **extra):
@@ -196,6 +214,33 @@ def all_windows():
     )
 
 
+def recovery_inputs(wildcards):
+    """A recovered checkpoint's inputs: its pruned checkpoint, the teacher's prepared model, the training windows."""
+    base, variant = RECOVERED[wildcards.method]
+    teacher = config["recovery"]["teacher"] or wildcards.model
+    return {
+        "student": CHECKPOINT.format(
+            model=wildcards.model, method=base, sparsity=wildcards.sparsity
+        ),
+        "teacher": MODEL_DIR.format(model=teacher),
+        "windows": RECOVERY_WINDOWS.format(
+            model=wildcards.model,
+            rdata=recovery_data_slug(config, VARIANTS[variant]),
+        ),
+    }
+
+
+def all_recovery_curves():
+    return expand(
+        RECOVERY_CURVE, model=MODELS, method=list(RECOVERED), sparsity=SPARSITIES
+    )
+
+
+def evaluated_params():
+    """Parameters of every evaluated method: a recovered one has its pruned method's."""
+    return {**METHODS, **{r: METHODS[b] for r, (b, _) in RECOVERED.items()}}
+
+
 def allocation_params(alloc):
     """The allocation parameters behind an allocation slug (only these, so adding a method reruns nothing)."""
     method = next(m for m in METHODS.values() if allocation_slug(m) == alloc)
@@ -212,7 +257,7 @@ def all_metrics():
         PPL,
         dataset=PPL_DATASETS,
         model=MODELS,
-        method=list(METHODS),
+        method=EVALUATED,
         sparsity=SPARSITIES,
     )
     return files
@@ -221,7 +266,7 @@ def all_metrics():
 def all_zeroshot():
     files = expand(ZEROSHOT_DENSE, model=MODELS, task=ZS_TASKS)
     files += expand(
-        ZEROSHOT, model=MODELS, method=list(METHODS), sparsity=SPARSITIES, task=ZS_TASKS
+        ZEROSHOT, model=MODELS, method=EVALUATED, sparsity=SPARSITIES, task=ZS_TASKS
     )
     return files
 
@@ -229,14 +274,14 @@ def all_zeroshot():
 def all_speed():
     if not config["speed"]["enabled"]:
         return []
-    return expand(SPEED, model=MODELS, method=list(METHODS), sparsity=SPARSITIES)
+    return expand(SPEED, model=MODELS, method=EVALUATED, sparsity=SPARSITIES)
 
 
 def all_exports():
     types = config["export"]["gguf"]
     files = expand(GGUF_DENSE, model=MODELS, gguf_type=types)
     files += expand(
-        GGUF, model=MODELS, method=list(METHODS), sparsity=SPARSITIES, gguf_type=types
+        GGUF, model=MODELS, method=EVALUATED, sparsity=SPARSITIES, gguf_type=types
     )
     return files
 
@@ -252,7 +297,7 @@ def all_engine_ppl():
         ENGINE_PPL,
         dataset=datasets,
         model=MODELS,
-        method=list(METHODS),
+        method=EVALUATED,
         sparsity=SPARSITIES,
         gguf_type=types,
     )
@@ -265,7 +310,7 @@ def all_engine_speed():
     return expand(
         ENGINE_SPEED,
         model=MODELS,
-        method=list(METHODS),
+        method=EVALUATED,
         sparsity=SPARSITIES,
         gguf_type=config["export"]["gguf"],
     )

@@ -3,6 +3,8 @@ rule prune:
         unpack(prune_inputs),
     output:
         checkpoint=checkpoint_output(),
+    wildcard_constraints:
+        method=_alternatives(METHODS),
     log:
         "logs/prune/{model}/{method}/sp{sparsity}.log",
     benchmark:

@@ -4,6 +4,7 @@ rule tables:
         zeroshot=all_zeroshot(),
         speed=all_speed(),
         windows=all_windows(),
+        recovery=[f"{c[:-4]}.json" for c in all_recovery_curves()],
     output:
         metrics=report(f"{RES}/tables/metrics.csv", category="Tables"),
         tables=[
@@ -23,7 +24,7 @@ rule tables:
     params:
         references=config["tables"]["references"],
         ablations=config["tables"]["ablations"],
-        methods=METHODS,
+        methods=evaluated_params(),
         bootstrap=config["tables"]["bootstrap"],
         seed=config["seed"],
     script:

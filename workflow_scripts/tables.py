@@ -16,7 +16,7 @@ zeroshot = [read_json(f) for f in smk.input.zeroshot]
 # windows: results/calibration/<model>/<spec>.pt
 calibration = [(Path(f).parent.name, load_torch(f)["source"]) for f in smk.input.windows]
 report = build_report(ppl, zeroshot, [read_json(f) for f in smk.input.speed], calibration, p.references,
-                      p.bootstrap, p.seed)
+                      p.bootstrap, p.seed, [read_json(f) for f in smk.input.recovery])
 with atomic_path(smk.output.metrics) as tmp, open(tmp, "w") as fh:
     write_metrics_csv(report.rows, fh)
 for path in smk.output.tables:

@@ -80,6 +80,9 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
         raise ConfigError(f"config key 'plugins': {exc}") from None
     resolved = {}
     for name, params in config["methods"].items():
+        if RECOVERED_SEP in name:
+            raise ConfigError(f"config key 'methods.{name}': {RECOVERED_SEP!r} is reserved for recovered checkpoints "
+                              "(<method>+<variant>, see 'recovery')")
         try:
             full = resolve_method(name, params)
         except KeyError as exc:
@@ -120,6 +123,7 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
             if shape is not None:
                 config["_shapes"][name] = shape
         _check_resources(config, resolved)
+    _check_recovery(config, check_sources)
     _check_zeroshot(config)
     _check_tables(config)
     _check_export(config, resolved, check_sources)
@@ -206,6 +210,9 @@ def _check_context(config: dict, methods: dict, model: str, shape: dict | None) 
                ("evaluation.seqlen", config["evaluation"]["seqlen"])]
     lengths += [(f"methods.{m}.calibration.seqlen", effective(config, full, "calibration")["seqlen"])
                 for m, full in methods.items() if (full.get("calibration") or {}).get("seqlen")]
+    if config["recovery"]["methods"]:
+        lengths += [(f"recovery.variants.{v}.seqlen" if "seqlen" in (config["recovery"]["variants"][v] or {})
+                     else "recovery.seqlen", r["seqlen"]) for v, r in recovery_variants(config).items()]
     if config["speed"]["enabled"]:
         lengths.append(("speed.prompt_len", config["speed"]["prompt_len"] + config["speed"]["decode_tokens"]))
     if config["export"]["gguf"] and config["export"]["engine"]["speed"]:
@@ -231,6 +238,8 @@ def _check_resources(config: dict, methods: dict) -> None:
         rules += ["cluster", "scores"]
     if config["zeroshot"]["tasks"]:
         rules.append("evaluate_zeroshot")
+    if config["recovery"]["methods"]:
+        rules.append("recover")
     if config["export"]["gguf"]:
         rules.append("export_gguf")
     for model, entry in config["models"].items():
@@ -294,6 +303,106 @@ def _check_export(config: dict, methods: dict, check_sources: bool) -> None:
     if (engine["perplexity"] or engine["speed"]) and importlib.util.find_spec("llama_cpp") is None:
         raise ConfigError(
             "config key 'export.engine': measuring the GGUF files in llama.cpp needs llama-cpp-python (docs/deployment.md); set 'export.engine: {perplexity: [], speed: false}' to export without measuring")
+
+
+#: Joins a method and a recovery variant in a recovered checkpoint's method name (o-fang+kd).
+RECOVERED_SEP = "+"
+#: Recovery settings a variant may not override (they say what is recovered, not how).
+RECOVERY_FIXED = ("methods", "variants", "teacher")
+
+
+def recovery_variants(config: dict) -> dict[str, dict]:
+    """Variant suffix -> its full recovery settings (the section's, updated by the variant's own)."""
+    rec = config["recovery"]
+    base = {k: v for k, v in rec.items() if k not in RECOVERY_FIXED}
+    lora = load_schema()["properties"]["recovery"]["properties"]["lora"]["properties"]
+    out = {}
+    for name, over in rec["variants"].items():
+        s = _merge(base, over or {})
+        if s["lora"] is not None:
+            s["lora"] = {**{k: v["default"] for k, v in lora.items()}, **s["lora"]}
+        out[name] = s
+    return out
+
+
+def recovered_methods(config: dict) -> dict[str, tuple[str, str]]:
+    """Recovered method name -> (pruned method, variant), e.g. 'o-fang+kd' -> ('o-fang', 'kd')."""
+    rec = config["recovery"]
+    return {f"{m}{RECOVERED_SEP}{v}": (m, v) for m in rec["methods"] for v in rec["variants"]}
+
+
+def recovery_data_slug(config: dict, settings: dict) -> str:
+    """Key of a recovery text's windows: the data, window length, held-out count and seed."""
+    return f"{_slug_text(settings['data'])}-l{settings['seqlen']}-h{settings['heldout_windows']}-s{config['seed']}"
+
+
+def _check_recovery(config: dict, check_sources: bool) -> None:
+    """Recovered methods exist, every variant's settings are valid and give one optimizer step, LoRA targets are
+    projections, the teacher shares the student's tokenizer, and the training text is no evaluation text."""
+    rec = config["recovery"]
+    if config.get("select_methods") is not None:
+        rec["methods"] = [m for m in rec["methods"] if m in config["methods"]]
+    if not rec["methods"]:
+        return
+    for m in rec["methods"]:
+        if m not in config["methods"]:
+            raise ConfigError(f"config key 'recovery.methods': no method named {m!r} in 'methods'")
+    schema = _override_schema("recovery")
+    for key in RECOVERY_FIXED:
+        schema["properties"].pop(key)
+    from fangprune.recovery.distill import BudgetError, steps_for
+    from fangprune.recovery.lora import LoraTargetError, check_targets
+
+    for name, over in rec["variants"].items():
+        _schema_check(over or {}, schema, f"recovery.variants.{name}")
+    for name, s in recovery_variants(config).items():
+        where = lambda key: f"recovery.variants.{name}.{key}" if key in (rec["variants"][name] or {}) else f"recovery.{key}"  # noqa: E731
+        try:
+            steps_for(s["tokens"], s["batch_size"], s["seqlen"])
+        except BudgetError as exc:
+            raise ConfigError(f"config key '{where('tokens')}': {exc}") from None
+        if s["lora"] is not None:
+            _schema_check(s["lora"], load_schema()["properties"]["recovery"]["properties"]["lora"], where("lora"))
+            try:
+                check_targets(s["lora"]["targets"])
+            except LoraTargetError as exc:
+                raise ConfigError(f"config key '{where('lora')}.targets': {exc}") from None
+        _check_recovery_text(config, s["data"], where("data"))
+    teacher = rec["teacher"]
+    if teacher is not None:
+        if teacher not in config["models"]:
+            raise ConfigError(f"config key 'recovery.teacher': no model named {teacher!r} in 'models'")
+        if check_sources:
+            from fangprune.modeling.models import load_tokenizer
+
+            want = load_tokenizer(config["models"][teacher]["source"]).get_vocab()
+            for name, entry in config["models"].items():
+                if name != teacher and load_tokenizer(entry["source"]).get_vocab() != want:
+                    raise ConfigError(f"config key 'recovery.teacher': the tokenizer of models.{teacher} differs from "
+                                      f"that of models.{name}; distillation compares their next-token distributions")
+
+
+def _check_recovery_text(config: dict, data: str, key: str) -> None:
+    """Refuse a ``text:<path>`` training file that holds an evaluation text (WikiText-2 test, PTB test, C4)."""
+    from fangprune.recovery.text import contains_evaluation_text, read_text_arg
+
+    if not data.startswith("text:"):
+        return
+    text = read_text_arg(data)
+    if text is None:
+        raise ConfigError(f"config key '{key}': file not found: {data[5:]}")
+    from fangprune.data import evaluation_text
+
+    texts = {}
+    for ds in sorted({"wikitext2", *config["evaluation"]["datasets"]}):
+        try:
+            texts[ds] = evaluation_text(ds, data_dir(config)).text
+        except (FileNotFoundError, RuntimeError, ImportError, OSError):
+            continue  # unavailable here: the recovery_data job checks again against what it evaluates
+    hit = contains_evaluation_text(text, texts)
+    if hit is not None:
+        raise ConfigError(f"config key '{key}': {data[5:]} contains the {hit} evaluation text; recovery must not "
+                          "train on text it is evaluated on")
 
 
 def _check_zeroshot(config: dict) -> None:

@@ -46,7 +46,7 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 #: workflow's resources (rules/common.smk), validation and the predictions all read these two tuples.
 LAYERWISE = ("cluster", "complexity", "prune")
 WHOLE_MODEL = ("scores", "importance", "evaluate_ppl", "evaluate_dense", "evaluate_zeroshot",
-               "evaluate_zeroshot_dense", "evaluate_speed")
+               "evaluate_zeroshot_dense", "evaluate_speed", "recover")
 GPU_RULES = LAYERWISE + WHOLE_MODEL
 
 
@@ -116,6 +116,8 @@ class Tokens:
     zeroshot_batch: int
     zeroshot_tokens: int  # a rough count of one zero-shot job's tokens (tasks x examples x choices x length)
     speed_tokens: int = 0  # one speed batch: batch x (prompt + decoded tokens)
+    recover_tokens: int = 0  # a recovery job's token budget (the largest variant's)
+    recover_batch: int = 0  # one recovery batch: batch_size x seqlen
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,9 @@ class Terms:
     logits: float  # one evaluation batch of logits (fp32)
     speed_logits: float  # one speed batch of logits (fp32)
     backward: float  # what a whole-model backward keeps per calibration batch (fp32 activations and logits)
+    training: float = 0.0  # recovery: the student in fp32 with its gradients and two AdamW moments (4 x 4 B per
+    # parameter, the dense count: an upper bound for a pruned student), one batch's backward and the teacher's
+    # and student's logits with their softmaxes (6 copies)
 
     @classmethod
     def of(cls, s: Shape, t: Tokens, dtype: str = "float32") -> "Terms":
@@ -148,7 +153,9 @@ class Terms:
                    acts=4 * t.calib_batch * t.calib_seqlen * s.mlp * 4 / MiB,
                    logits=t.eval_batch * t.eval_seqlen * s.vocab * 4 / MiB,
                    speed_logits=t.speed_tokens * s.vocab * 4 / MiB,
-                   backward=backward / MiB)
+                   backward=backward / MiB,
+                   training=(16 * s.params + (s.layers * (8 * s.hidden + 3 * s.mlp) + 6 * s.vocab)
+                             * t.recover_batch * 4) / MiB)
 
 
 def load_mib(rule: str, m: Terms, single_file: bool = False) -> float:
@@ -180,6 +187,8 @@ def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = Fals
         "complexity": [load, m.weights + m.layer + m.acts + m.states + m.features],
         "prune": [load, m.weights + m.layer + m.acts + m.obs + m.states],
         "scores": [load + m.backward],
+        "recover": [load + m.weights + m.training],  # the teacher at its dtype beside the fp32 student
+        "recovery_data": [TEXT_MIB - BASE_MIB],
         "importance": [load + m.backward],
         "groups": [1024],  # the score file and the assignment; 1194 MiB measured for Gemma's allocate
         "evaluate_ppl": [load, m.weights + 4 * m.logits, TEXT_MIB - BASE_MIB],  # C4 / PTB text read in the job
@@ -202,6 +211,8 @@ def gpu_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0) -> float:
         return m.layer + m.acts + (m.obs if rule == "prune" else 0.0)
     if rule in ("scores", "importance"):
         return 2 * m.weights + m.backward
+    if rule == "recover":
+        return m.weights + m.training
     if rule in ("evaluate_zeroshot", "evaluate_zeroshot_dense"):
         return m.weights + 2 * zeroshot_logits
     if rule == "evaluate_speed":
@@ -233,6 +244,8 @@ def flops(rule: str, s: Shape, t: Tokens, score_passes: int = 2, pca_dims: int =
         return t.eval_tokens * (decoder + head_tok), 0.0, 0.0
     if rule in ("evaluate_zeroshot", "evaluate_zeroshot_dense"):
         return t.zeroshot_tokens * (decoder + head_tok), 0.0, 0.0
+    if rule == "recover":  # teacher forward (2 per parameter), student forward and backward (6): dense counts
+        return 8 * t.recover_tokens * (decoder + head_tok) / 2, 0.0, 0.0
     return 0.0, 0.0, 0.0
 
 
@@ -274,8 +287,11 @@ def predict(rule: str, shape: dict, tokens: Tokens, dtype: str = "float32", gpu:
 
 
 def run_tokens(config: dict) -> Tokens:
-    """The token counts of a validated config (calibration, evaluation, zero-shot)."""
+    """The token counts of a validated config (calibration, evaluation, zero-shot, recovery)."""
+    from fangprune.config import recovery_variants
+
     cal, ev, zs, sp = config["calibration"], config["evaluation"], config["zeroshot"], config["speed"]
+    variants = recovery_variants(config) if config.get("recovery", {}).get("methods") else {}
     windows = ev["max_windows"] or 600  # a whole test set: ~290k WikiText-2 tokens at 512
     limit = zs["limit"] or 10000
     return Tokens(calib=cal["nsamples"] * cal["seqlen"], calib_seqlen=cal["seqlen"],
@@ -283,7 +299,9 @@ def run_tokens(config: dict) -> Tokens:
                   eval_batch=ev.get("batch_size") or 1, eval_tokens=windows * ev["seqlen"],
                   zeroshot_batch=zs.get("batch_size") or 1,
                   zeroshot_tokens=len(zs["tasks"]) * limit * 4 * 128,
-                  speed_tokens=sp["batch_size"] * (sp["prompt_len"] + sp["decode_tokens"]) if sp["enabled"] else 0)
+                  speed_tokens=sp["batch_size"] * (sp["prompt_len"] + sp["decode_tokens"]) if sp["enabled"] else 0,
+                  recover_tokens=max((v["tokens"] for v in variants.values()), default=0),
+                  recover_batch=max((v["batch_size"] * v["seqlen"] for v in variants.values()), default=0))
 
 
 #: Requests of a job whose model's shape is unknown before it is downloaded (a hub id) or that has no model.

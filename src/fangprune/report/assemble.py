@@ -16,6 +16,7 @@ from fangprune.report.comparisons import (
     gold_loglik_rows,
     resolve_references,
 )
+from fangprune.report.recovery import recovery_references, recovery_table
 from fangprune.report.stats import N_BOOT, resolver
 from fangprune.report.tables import (
     TITLES,
@@ -56,15 +57,33 @@ class Report:
         return self._resolved
 
 
+def recovery_notes(recovery: list[dict]) -> list[str]:
+    """What every recovered checkpoint was trained on, once per distinct setting."""
+    seen = {}
+    for r in recovery:
+        key = (r["model"], r["variant"])
+        if key not in seen:
+            loss = ", ".join(f"{k} {v:g}" for k, v in r["loss"].items() if v and k != "temperature")
+            how = f"LoRA rank {r['lora']['rank']}" if r.get("lora") else "full fine-tuning"
+            seen[key] = (f"Recovery +{r['variant']} ({r['model']}): {how}, loss {loss} (temperature "
+                         f"{r['loss']['temperature']:g}), {r['tokens']:,} tokens ({r['steps']} steps of "
+                         f"{r['batch_size']} x {r['seqlen']}, lr {r['lr']:g}) of {r['data']}.")
+    return list(seen.values())
+
+
 def build_report(ppl: list[dict], zeroshot: list[dict], speed: list[dict], calibration: list[tuple[str, str]],
-                 references: dict | None, n_boot: int = N_BOOT, seed: int = 0) -> Report:
+                 references: dict | None, n_boot: int = N_BOOT, seed: int = 0,
+                 recovery: list[dict] | None = None) -> Report:
     """Rows (with averages, gold log-likelihoods, n / stderr and paired deltas) and notes of one run.
-    ``calibration``: (model, calibration source) pairs."""
+    ``calibration``: (model, calibration source) pairs; ``recovery``: the recovery jobs' reports. A recovered
+    checkpoint's reference row is its unrecovered input."""
     samples = evaluation_samples(ppl, zeroshot)
-    refs = resolve_references(sorted({e["method"] for e in ppl}), references)
+    methods = sorted({e["method"] for e in ppl})
+    refs = {**recovery_references(methods), **resolve_references(methods, references)}
     rows = with_average(evaluation_rows(ppl, zeroshot, speed)) + gold_loglik_rows(samples)
     rows = add_uncertainty(rows, samples) + delta_rows(samples, refs, n_boot, seed)
     notes = perplexity_notes(ppl) + per_model_notes((m, f"Calibration: {src}.") for m, src in calibration)
+    notes += recovery_notes(recovery or [])
     notes += zeroshot_notes(zeroshot) + speed_notes(speed) + uncertainty_notes(rows, refs, n_boot)
     return Report(rows, samples, refs, notes, n_boot, seed)
 
@@ -80,6 +99,8 @@ def ablation_rows(report: Report, spec: dict) -> list[dict]:
 def render_table(report: Report, name: str, ext: str, ablations: dict, methods: dict) -> str:
     """One table file: ``name`` is table1 / table2 / table4, an ablation's name or table_unstructured;
     ``ext`` is .md, .csv or .tex."""
+    if name == "table_recovery":
+        return recovery_table(report.samples, report.references, report.notes, ext, report.n_boot, report.seed)
     if name == "table_unstructured":
         md, wide, tex = unstructured_table(report.rows, methods)
         notes = "".join(f"- {n}\n" for n in report.notes)
