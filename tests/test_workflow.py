@@ -122,8 +122,10 @@ def test_bad_config_fails_before_any_job(tmp_path, override, key):
 def test_full_workflow_on_tiny_llama(tmp_path):
     ablation = {"title": "an ablation table", "reference": "obc", "methods": ["obc", "o-fang"]}
     # one sparsity: sweeps over several are covered by the dry-run job counts and the frozen report fixture
+    recovery = {"methods": ["o-fang"], "tokens": 256, "seqlen": 32, "batch_size": 2, "heldout_windows": 2}
     wd = write_config(tmp_path, sparsities=[0.4], tables={"ablations": {"table_ab": ablation}},
-                      export={"gguf": ["q8_0"]}, models={"tiny-llama": {"source": "random:llama", "tau": 3.0}})
+                      export={"gguf": ["q8_0"]}, models={"tiny-llama": {"source": "random:llama", "tau": 3.0}},
+                      recovery=recovery)
     old_umask = os.umask(0o022)
     try:
         run(wd, "--cores", "2")
@@ -150,6 +152,23 @@ def test_full_workflow_on_tiny_llama(tmp_path):
     assert "PTB PPL" in table and "paired bootstrap" in table
     ab = (wd / "results/tables/table_ab.md").read_text()
     assert "an ablation table" in ab and ["o-fang", "40%"] in rows_of(ab, 2) and ("(+" in ab or "(-" in ab)
+    # recovery: o-fang+kd is a row of its own with its paired difference to o-fang, in the recovery table with the
+    # dense model, with a learning curve; the checkpoint keeps o-fang's per-layer widths
+    kd = by[("o-fang+kd", 0.4, "delta_ppl_wikitext2")]
+    assert kd["reference"] == "o-fang" and float(kd["ci_low"]) <= float(kd["value"]) <= float(kd["ci_high"])
+    assert ["o-fang+kd", "40%"] in rows_of(table, 2)
+    recovery_md = (wd / "results/tables/table_recovery.md").read_text()
+    assert "gap closed" in recovery_md and "c4 en validation documents 1101-2000" in recovery_md
+    curve = list(csv.DictReader(open(wd / "results/recovery/curves/tiny-llama/o-fang+kd/sp0.40.csv")))
+    assert [int(r["tokens"]) for r in curve][0] == 0 and int(curve[-1]["tokens"]) == 256
+    assert (wd / "results/tables/recovery_curves.png").read_bytes()[:4] == b"\x89PNG"
+    before = json.loads((wd / "results/pruned/tiny-llama/o-fang/sp0.40/config.json").read_text())
+    after = json.loads((wd / "results/pruned/tiny-llama/o-fang+kd/sp0.40/config.json").read_text())
+    assert after["fangprune_layers"] == before["fangprune_layers"]
+    recovered = json.loads((wd / "results/pruned/tiny-llama/o-fang+kd/sp0.40/pruning.json").read_text())
+    assert recovered["recovery"]["from"] == "o-fang" and recovered["recovery"]["steps"] == 4
+    assert not list((wd / "results/pruned/tiny-llama/o-fang+kd/sp0.40").glob("adapter*"))
+    assert not list((wd / "results/recovery/state").rglob("*.pt"))
     # diagnostics: every pruned layer's held-out reconstruction error, a summary and a plot
     diag = list(csv.DictReader(open(wd / "results/tables/diagnostics.csv")))
     assert len(diag) == 2 * 3 and all(0 <= float(r["err_down_proj"]) for r in diag)
@@ -168,12 +187,13 @@ def test_full_workflow_on_tiny_llama(tmp_path):
     assert len(list((wd / "benchmarks/evaluate_zeroshot/tiny-llama/dense").glob("*.tsv"))) == 3
     # the costs table covers every job that ran before it, per rule and model
     costs = {(r["rule"], r["model"]): r for r in csv.DictReader(open(wd / "results/tables/costs.csv"))}
-    assert costs[("prune", "tiny-llama")]["jobs"] == "2" and costs[("evaluate_zeroshot", "tiny-llama")]["jobs"] == "9"
+    assert costs[("prune", "tiny-llama")]["jobs"] == "2" and costs[("evaluate_zeroshot", "tiny-llama")]["jobs"] == "12"
+    assert costs[("recover", "tiny-llama")]["jobs"] == "1"
     assert costs[("cluster", "tiny-llama")]["jobs"] == "1" and float(costs[("prune", "tiny-llama")]["max_rss_mb"]) > 0
     assert int(costs[("total", "all")]["jobs"]) == sum(int(r["jobs"]) for k, r in costs.items() if k[0] != "total")
     # every checkpoint and the dense model as a q8_0 GGUF that llama.cpp runs; uniform obc as plain llama
     reports = {str(p): json.loads(p.read_text()) for p in (wd / "results/export/gguf").rglob("*.gguf.json")}
-    assert len(reports) == 3 and costs[("export_gguf", "tiny-llama")]["jobs"] == "3"
+    assert len(reports) == 4 and costs[("export_gguf", "tiny-llama")]["jobs"] == "4"
     obc = json.loads((wd / "results/export/gguf/tiny-llama/obc/sp0.40.q8_0.gguf.json").read_text())
     fang = json.loads((wd / "results/export/gguf/tiny-llama/o-fang/sp0.40.q8_0.gguf.json").read_text())
     assert obc["architecture"] == "llama" and fang["architecture"] == "deci"

@@ -80,9 +80,6 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
         raise ConfigError(f"config key 'plugins': {exc}") from None
     resolved = {}
     for name, params in config["methods"].items():
-        if RECOVERED_SEP in name:
-            raise ConfigError(f"config key 'methods.{name}': {RECOVERED_SEP!r} is reserved for recovered checkpoints "
-                              "(<method>+<variant>, see 'recovery')")
         try:
             full = resolve_method(name, params)
         except KeyError as exc:

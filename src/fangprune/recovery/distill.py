@@ -211,10 +211,10 @@ def distill(
         with torch.no_grad():
             for weight, keep in masks.values():
                 weight.mul_(keep)
-        seen_loss.append(float(loss))
+        seen_loss.append(float(loss.detach()))
         done = step + 1
         rate = (done - start) * per / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix(loss=f"{float(loss):.4f}", tok_s=f"{rate:.0f}", **{k: f"{v:.4f}" for k, v in parts.items()})
+        bar.set_postfix(loss=f"{seen_loss[-1]:.4f}", tok_s=f"{rate:.0f}", **{k: f"{v:.4f}" for k, v in parts.items()})
         if done % spec.every == 0 or done == steps:
             point(done)
         if state_path is not None and (done % spec.save_every == 0) and done < steps:

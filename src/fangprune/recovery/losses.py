@@ -53,11 +53,11 @@ def recovery_loss(student_out, teacher_out, input_ids: torch.Tensor, w: LossWeig
     parts = {}
     if w.kl:
         kl = kl_div(student_out.logits, teacher_out.logits.to(student_out.logits.device), w.temperature)
-        total, parts["kl"] = total + w.kl * kl, float(kl)
+        total, parts["kl"] = total + w.kl * kl, float(kl.detach())
     if w.ce:
         ce = next_token_ce(student_out.logits, input_ids)
-        total, parts["ce"] = total + w.ce * ce, float(ce)
+        total, parts["ce"] = total + w.ce * ce, float(ce.detach())
     if w.hidden:
         h = hidden_mse(student_out.hidden_states, teacher_out.hidden_states)
-        total, parts["hidden"] = total + w.hidden * h, float(h)
+        total, parts["hidden"] = total + w.hidden * h, float(h.detach())
     return total, parts

@@ -112,12 +112,15 @@ def recovery_windows(ids: torch.Tensor, seqlen: int, heldout: int, seed: int, so
     return RecoveryWindows(kept[heldout:], kept[:heldout], source, dropped)
 
 
-def contains_evaluation_text(text: str, evaluation: dict[str, str], lines: int = 50, min_chars: int = 80) -> str | None:
-    """The name of an evaluation text whose long lines appear verbatim in ``text`` (a cheap check for
-    validation, before any job), else None."""
+def contains_evaluation_text(text: str, evaluation: dict[str, str], probes: int = 50, chars: int = 100) -> str | None:
+    """The name of an evaluation text of which at least half of ``probes`` evenly spaced ``chars``-character
+    slices appear verbatim in ``text`` (a cheap check for validation, before any job), else None."""
     for name, ev in evaluation.items():
-        probes = [ln.strip() for ln in ev.splitlines() if len(ln.strip()) >= min_chars][:lines]
-        if probes and sum(p in text for p in probes) >= len(probes) // 2:
+        if len(ev) < chars:
+            continue
+        step = max(1, (len(ev) - chars) // probes)
+        slices = [ev[i : i + chars] for i in range(0, len(ev) - chars + 1, step)][:probes]
+        if sum(sl in text for sl in slices) * 2 >= len(slices):
             return name
     return None
 
