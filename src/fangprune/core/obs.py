@@ -177,6 +177,7 @@ OBC_VARIANTS = ("one-shot", "iterative")
 
 
 def _lowest_allowed(scores: torch.Tensor, allowed: torch.Tensor) -> int:
+    allowed = allowed.to(scores.device)  # bookkeeping lives on the host, saliencies on the compute device
     return int(torch.argmin(torch.where(allowed, scores, torch.full_like(scores, float("inf")))))
 
 

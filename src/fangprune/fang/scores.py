@@ -30,6 +30,11 @@ from fangprune.modeling.models import decoder_layers, place, roles
 log = logging.getLogger(__name__)
 
 
+#: Initial loss scale of an fp16 model's backward (halved while a window's gradients overflow).
+FP16_LOSS_SCALE = 2.0**16
+MAX_SCALE_HALVINGS = 24
+
+
 def taylor_scores(
     model: nn.Module,
     windows: torch.Tensor,
@@ -57,6 +62,10 @@ def taylor_scores(
     for p in model.parameters():
         p.requires_grad_(False)
     handles = []
+    # fp16 gradients underflow to zero without loss scaling (as torch.amp.GradScaler): the loss is multiplied by
+    # ``scale`` and a window whose contributions are not all finite is redone at half the scale
+    scale = [FP16_LOSS_SCALE if next(model.parameters()).dtype == torch.float16 else 1.0]
+    pending: list = []
 
     def on_mlp_input(idx):
         def hook(module, args):
@@ -73,10 +82,11 @@ def taylor_scores(
             hooked.add(idx)
 
             def on_grad(g, _h=h.detach(), _idx=idx):
-                contrib = (g.float() * _h.float()).abs().reshape(-1, _h.shape[-1])
+                # fp32 products of the (possibly half-precision) gradient and activation, unscaled; summed in
+                # fp64 by a one-hot matrix product, which is deterministic on CUDA (index_add_ is not)
+                contrib = (g.float() * _h.float()).abs().reshape(-1, _h.shape[-1]) / scale[0]
                 cid = ids_of[_idx].reshape(-1)
-                sums[_idx].index_add_(0, cid, contrib.double())
-                counts[_idx] += torch.bincount(cid, minlength=k).double()
+                pending.append((_idx, cid, contrib))
 
             h.register_hook(on_grad)
 
@@ -97,9 +107,21 @@ def taylor_scores(
                 labels = ids.clone()
                 if loss == "last_token":
                     labels[:, :-1] = -100
-                causal_lm_loss(model, ids, labels).backward()  # LM head in chunks (large vocabularies)
-                ids_of.clear()
-                hooked.clear()
+                for _ in range(MAX_SCALE_HALVINGS + 1):
+                    pending.clear()
+                    (causal_lm_loss(model, ids, labels) * scale[0]).backward()  # LM head in chunks
+                    ids_of.clear()
+                    hooked.clear()
+                    if all(bool(torch.isfinite(c).all()) for _, _, c in pending):
+                        break
+                    if scale[0] <= 1.0:
+                        raise FloatingPointError(f"window {i}: non-finite Taylor contributions at loss scale 1")
+                    scale[0] /= 2
+                for idx, cid, contrib in pending:
+                    onehot = nn.functional.one_hot(cid, k).to(torch.float64)
+                    sums[idx] += onehot.T @ contrib.double()
+                    counts[idx] += onehot.sum(0)
+                pending.clear()
     finally:
         for h in handles:
             h.remove()

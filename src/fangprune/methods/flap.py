@@ -131,13 +131,14 @@ class Moments:
 def channel_metric(metric: str, W: torch.Tensor, stats: Moments, variance: torch.Tensor | None = None) -> torch.Tensor:
     """IFV / WIFV / WIFN of every input channel of W [out, in] (Eq. 12)."""
     W = W.double()
-    var = stats.variance if variance is None else variance
+    # the statistics were gathered on the layer's compute device; the layer may be back on the host by now
+    var = (stats.variance if variance is None else variance).to(W.device)
     if metric == "IFV":
         return var
     if metric == "WIFV":
         return var * (W**2).sum(0)
     if metric == "WIFN":
-        return W.abs().mean(0) * torch.sqrt(stats.xx / max(stats.windows, 1))
+        return W.abs().mean(0) * torch.sqrt(stats.xx.to(W.device) / max(stats.windows, 1))
     raise ValueError(f"unknown FLAP metric {metric!r} ({', '.join(METRICS)})")
 
 

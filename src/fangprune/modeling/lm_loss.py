@@ -31,6 +31,8 @@ def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 
 def _chunk_nll(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = head_logits(model, hidden)
+    # a tied LM head under a device map may sit on another device than the final norm's output
+    targets = targets.to(logits.device)
     return nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
 
 

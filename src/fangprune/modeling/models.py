@@ -27,11 +27,42 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+#: Environment variables through which a scheduler hands a job its GPUs.
+GPU_ALLOCATION_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE")
+
+
+def allocated_gpus() -> str | None:
+    """The scheduler's GPU allocation of this job (the first variable set to a GPU list), else None."""
+    import os
+
+    for var in GPU_ALLOCATION_VARS:
+        value = os.environ.get(var, "").strip()
+        if value and value not in ("-1", "NoDevFiles", "0" if var == "SLURM_GPUS_ON_NODE" else "\0"):
+            return f"{var}={value}"
+    return None
+
+
 def pick_device(name: str = "auto") -> torch.device:
+    """The job's compute device. ``auto``: CUDA when usable, else the CPU, except that a job the scheduler gave
+    GPUs to fails rather than run on the CPU under GPU-sized time limits (driver too old, wrong node).
+    ``cuda:N`` beyond the visible GPUs of a job (a one-GPU allocation shows one GPU, cuda:0) is an error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        given = allocated_gpus()
+        if given is not None:
+            raise RuntimeError(f"this job was given GPUs ({given}) but CUDA is not usable here (driver, CUDA "
+                               "build of torch or node); refusing to run on the CPU. Set 'device: cpu' to do so")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {name!r}: this job sees {torch.cuda.device_count()} GPU(s) (cuda:0 .. "
+                               f"cuda:{torch.cuda.device_count() - 1}); a scheduler's allocation renumbers them "
+                               "from 0, so use 'device: cuda' or 'auto'")
+        return dev
     return torch.device(name)
 
 

@@ -1,0 +1,67 @@
+"""Device handling a CPU can check: tensors on another device (``meta`` stands in for a second GPU) meet where
+a GPU run would mix devices, and a job given GPUs that cannot use CUDA refuses to run on the CPU."""
+
+import pytest
+import torch
+from conftest import random_windows, tiny_model
+from torch import nn
+
+from fangprune.methods.flap import Moments, channel_metric
+from fangprune.modeling.lm_loss import _chunk_nll
+from fangprune.modeling.models import GPU_ALLOCATION_VARS, pick_device
+
+
+@pytest.fixture
+def no_gpu_env(monkeypatch):
+    for var in GPU_ALLOCATION_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return monkeypatch
+
+
+def test_auto_is_the_cpu_without_an_allocation(no_gpu_env):
+    assert pick_device("auto") == torch.device("cpu")
+    no_gpu_env.setenv("SLURM_GPUS_ON_NODE", "0")
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert pick_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("var, value", [("CUDA_VISIBLE_DEVICES", "0"), ("SLURM_JOB_GPUS", "2,3"),
+                                        ("SLURM_GPUS_ON_NODE", "1")])
+def test_a_job_given_gpus_without_usable_cuda_refuses(no_gpu_env, var, value):
+    no_gpu_env.setenv(var, value)
+    with pytest.raises(RuntimeError, match=f"given GPUs \\({var}={value}\\).*device: cpu"):
+        pick_device("auto")
+    assert pick_device("cpu") == torch.device("cpu")  # an explicit CPU run is the user's choice
+
+
+def test_cuda_index_beyond_the_allocation_is_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="sees 1 GPU"):
+        pick_device("cuda:1")
+    assert pick_device("cuda:0") == torch.device("cuda:0")
+
+
+def test_lm_loss_moves_targets_to_the_logits_device():
+    """A tied LM head under a device map: the head's logits on another device than the hidden states."""
+    model = tiny_model()
+    head = model.lm_head
+
+    class ElsewhereHead(nn.Module):
+        def forward(self, h):
+            return head(h).to("meta")
+
+    model.lm_head = ElsewhereHead()
+    hidden = torch.randn(1, 5, model.config.hidden_size)
+    nll = _chunk_nll(model, hidden, random_windows(1, 5))
+    assert nll.device.type == "meta" and nll.shape == (1, 5)
+
+
+@pytest.mark.parametrize("metric", ["IFV", "WIFV", "WIFN"])
+def test_flap_metrics_with_statistics_on_another_device(metric):
+    stats = Moments()
+    stats.add(torch.randn(2, 8, 6))
+    stats.windows = 2
+    W = torch.randn(4, 6, device="meta")  # the layer, back on another device than its statistics
+    assert channel_metric(metric, W, stats).device.type == "meta"
