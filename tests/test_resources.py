@@ -170,3 +170,47 @@ def test_checkpoint_size_is_the_saved_weight_files(tmp_path, method, sparsity):
     assert len(files) > 1
     extra = sum(f.stat().st_size for f in files) - checkpoint_bytes(shape, "float32", kept)
     assert 0 <= extra <= 8 * len(files) + 200 * tensors, extra
+
+
+def test_the_sites_fp64_rate_sets_the_prune_runtime_on_a_gpu(tmp_path):
+    cfg = _config(tmp_path, a={"source": "random:llama2-7b:32"})
+    cfg["device"] = "cuda"
+    fast = job_request("prune", cfg, "a")["runtime"]
+    cfg["resources"]["gpu_fp64_tflops"] = 0.5  # an L40S-class GPU
+    slow = job_request("prune", cfg, "a")["runtime"]
+    s = Shape.from_source_shape(cfg["_shapes"]["a"])
+    f64 = s.layers * (s.mlp**3 + (s.heads * s.head_dim) ** 3)
+    assert slow - fast == pytest.approx(MARGIN * f64 * (1 / 0.5e12 - 1 / 20e12) / 60, abs=2)
+    assert job_request("evaluate_ppl", cfg, "a")["runtime"] == job_request("evaluate_ppl", _gpu(cfg), "a")["runtime"]
+
+
+def _gpu(cfg):
+    out = dict(cfg, resources={**cfg["resources"], "gpu_fp64_tflops": 20})
+    return out
+
+
+def test_speed_holds_two_models_and_recovery_its_optimizer_state():
+    s = Shape(576, 1536, 30, 9, 3, 64, 49152, tied=True)
+    t = Tokens(calib=512, calib_seqlen=512, calib_batch=1, eval_seqlen=512, eval_batch=1, eval_tokens=512,
+               zeroshot_batch=1, zeroshot_tokens=0, speed_tokens=4 * 544, recover_tokens=131072,
+               recover_batch=4 * 256)
+    m = Terms.of(s, t)
+    assert gpu_mib("evaluate_speed", m) == pytest.approx(2 * m.weights + 4 * m.speed_logits)
+    # fp32 student: weights, gradients, two AdamW moments (16 B per parameter), beside the teacher
+    assert m.training > 16 * s.params / MiB
+    assert gpu_mib("recover", m) == pytest.approx(m.weights + m.training)
+    assert host_mib("recover", m) >= BASE_MIB + 2 * m.weights + 16 * s.params / MiB
+
+
+def test_validation_refuses_a_recovery_that_does_not_fit_the_gpus():
+    base = {"data_dir": str(DATA_DIR), "sparsities": [0.3], "methods": {"obc": {}}, "zeroshot": {"tasks": []},
+            "dtype": "bfloat16", "device": "cuda", "recovery": {"methods": ["obc"]},
+            "models": {"l7b": {"source": "random:llama2-7b:32"}}}
+    # 7B in full fine-tuning: 16 B per parameter of fp32 training state, > 100 GB, beyond one 80 GB GPU
+    with pytest.raises(ConfigError, match=r"one recover job needs about \d+ MB of GPU memory"):
+        validate_config({**base, "resources": {"gpu_memory_mb": 80_000}})
+    # LoRA keeps the weights frozen (4 B per parameter): one GPU holds it
+    validate_config({**base, "resources": {"gpu_memory_mb": 80_000},
+                     "recovery": {"methods": ["obc"], "lora": {"rank": 8}}})
+    validate_config({**base, "resources": {"gpu_memory_mb": 80_000}, "models": {
+        "l7b": {"source": "random:llama2-7b:32", "gpus": 4, "device_map": "auto"}}})

@@ -36,3 +36,12 @@ def test_a_2_4_model_runs_on_the_sparse_kernels_with_the_same_logits():
     with torch.no_grad():
         after = model(input_ids=ids).logits.float()
     assert torch.allclose(after, before, atol=5e-2, rtol=1e-2)
+
+
+def test_fp32_weights_are_refused_for_the_2_4_kernels():
+    from fangprune.evaluate.semi_sparse import refusal
+
+    w = torch.tensor([[1.0, 0.0, 2.0, 0.0] * 4] * 8)
+    assert "fp32 is 1:2" in refusal(w)
+    assert refusal(w.to(torch.bfloat16)) is None and refusal(w.half()) is None
+    assert refusal(torch.ones(8, 16, dtype=torch.float16)) == "not 2:4"

@@ -155,16 +155,25 @@ def setup_logging(log_file: str | os.PathLike | None = None) -> None:
 
 
 def peak_memory() -> dict[str, float]:
-    """Peak resident set size of this process and peak CUDA allocation, in MiB."""
+    """Peak resident set size of this process and peak CUDA allocation in MiB: the sum over every visible GPU
+    (a device-map job spreads the model) and the largest single GPU's."""
     out = {"max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        peaks = [torch.cuda.max_memory_allocated(d) / 2**20 for d in range(torch.cuda.device_count())]
+        out["cuda_max_allocated_mib"] = sum(peaks)
+        out["cuda_max_allocated_per_gpu_mib"] = max(peaks)
     return out
+
+
+def reset_gpu_peaks() -> None:
+    """Start every visible GPU's peak-allocation counter afresh (a step's peak is its own)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for d in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(d)
 
 
 def cpu_seconds() -> float:
@@ -180,6 +189,7 @@ def timed_step(name: str) -> Iterator[dict]:
     first 15 s, so it misses what a job uses after its last sample."""
     info: dict[str, Any] = {"step": name}
     start, cpu_start = time.perf_counter(), cpu_seconds()
+    reset_gpu_peaks()
     log.info("start %s", name)
     try:
         yield info

@@ -118,6 +118,7 @@ class Tokens:
     speed_tokens: int = 0  # one speed batch: batch x (prompt + decoded tokens)
     recover_tokens: int = 0  # a recovery job's token budget (the largest variant's)
     recover_batch: int = 0  # one recovery batch: batch_size x seqlen
+    recover_param_bytes: int = 16  # training state per student parameter: 16 full fine-tuning, 4 LoRA (frozen)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class Terms:
     speed_logits: float  # one speed batch of logits (fp32)
     backward: float  # what a whole-model backward keeps per calibration batch (fp32 activations and logits)
     training: float = 0.0  # recovery: the student in fp32 with its gradients and two AdamW moments (4 x 4 B per
-    # parameter, the dense count: an upper bound for a pruned student), one batch's backward and the teacher's
+    # parameter; LoRA: the frozen fp32 weights, 4 B; the dense count: an upper bound for a pruned student), one batch's backward and the teacher's
     # and student's logits with their softmaxes (6 copies)
 
     @classmethod
@@ -154,7 +155,7 @@ class Terms:
                    logits=t.eval_batch * t.eval_seqlen * s.vocab * 4 / MiB,
                    speed_logits=t.speed_tokens * s.vocab * 4 / MiB,
                    backward=backward / MiB,
-                   training=(16 * s.params + (s.layers * (8 * s.hidden + 3 * s.mlp) + 6 * s.vocab)
+                   training=(t.recover_param_bytes * s.params + (s.layers * (8 * s.hidden + 3 * s.mlp) + 6 * s.vocab)
                              * t.recover_batch * 4) / MiB)
 
 
@@ -215,8 +216,8 @@ def gpu_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0) -> float:
         return m.weights + m.training
     if rule in ("evaluate_zeroshot", "evaluate_zeroshot_dense"):
         return m.weights + 2 * zeroshot_logits
-    if rule == "evaluate_speed":
-        return m.weights + 4 * m.speed_logits
+    if rule == "evaluate_speed":  # the dense model beside the pruned one (at most as large)
+        return 2 * m.weights + 4 * m.speed_logits
     if rule in WHOLE_MODEL:
         return m.weights + 4 * m.logits
     return 0.0
@@ -249,12 +250,14 @@ def flops(rule: str, s: Shape, t: Tokens, score_passes: int = 2, pca_dims: int =
     return 0.0, 0.0, 0.0
 
 
-def compute_seconds(rule: str, s: Shape, t: Tokens, gpu: bool, threads: int = 1, score_passes: int = 2) -> float:
-    """Seconds of arithmetic of one job at the device's rates (GPU: an estimate from assumed rates)."""
+def compute_seconds(rule: str, s: Shape, t: Tokens, gpu: bool, threads: int = 1, score_passes: int = 2,
+                    gpu_fp64_flops: float = GPU_FP64_FLOPS) -> float:
+    """Seconds of arithmetic of one job at the device's rates (GPU: an estimate from assumed rates; the fp64
+    rate is the site's ``resources.gpu_fp64_tflops``)."""
     f32, f64, host = flops(rule, s, t, score_passes)
     n = max(1, threads)
     if gpu:
-        return f32 / GPU_FLOPS + f64 / GPU_FP64_FLOPS + host / (CPU_FLOPS * n)
+        return f32 / GPU_FLOPS + f64 / gpu_fp64_flops + host / (CPU_FLOPS * n)
     return (f32 + host) / (CPU_FLOPS * n) + f64 / (CPU_FP64_FLOPS * n)
 
 
@@ -264,9 +267,11 @@ def request_mb(mib: float) -> int:
     return math.ceil(mib * MiB / 1e6)
 
 
-def runtime_seconds(rule: str, s: Shape, t: Tokens, m: Terms, gpu: bool, threads: int, score_passes: int = 2) -> float:
+def runtime_seconds(rule: str, s: Shape, t: Tokens, m: Terms, gpu: bool, threads: int, score_passes: int = 2,
+                    gpu_fp64_flops: float = GPU_FP64_FLOPS) -> float:
     """Predicted seconds of one job: the arithmetic at the device's rates plus reading the weights twice."""
-    return compute_seconds(rule, s, t, gpu, threads, score_passes) + 2 * m.weights * MiB / READ_BPS
+    return (compute_seconds(rule, s, t, gpu, threads, score_passes, gpu_fp64_flops)
+            + 2 * m.weights * MiB / READ_BPS)
 
 
 def runtime_minutes(seconds: float) -> int:
@@ -275,13 +280,13 @@ def runtime_minutes(seconds: float) -> int:
 
 
 def predict(rule: str, shape: dict, tokens: Tokens, dtype: str = "float32", gpu: bool = False, threads: int = 1,
-            score_passes: int = 2, single_file: bool = False) -> dict:
+            score_passes: int = 2, single_file: bool = False, gpu_fp64_flops: float = GPU_FP64_FLOPS) -> dict:
     """Predicted host MiB, GPU MiB, seconds and the runtime request (minutes) of one job of ``rule``
     (source_shape dict in; ``single_file``: see load_mib)."""
     s = Shape.from_source_shape(shape)
     m = Terms.of(s, tokens, dtype)
     zs = tokens.zeroshot_batch * tokens.eval_seqlen * s.vocab * 4 / MiB
-    seconds = runtime_seconds(rule, s, tokens, m, gpu, threads, score_passes)
+    seconds = runtime_seconds(rule, s, tokens, m, gpu, threads, score_passes, gpu_fp64_flops)
     return {"host_mib": host_mib(rule, m, zs, gpu, single_file), "gpu_mib": gpu_mib(rule, m, zs) if gpu else 0.0,
             "seconds": seconds, "runtime_min": runtime_minutes(seconds)}
 
@@ -301,7 +306,8 @@ def run_tokens(config: dict) -> Tokens:
                   zeroshot_tokens=len(zs["tasks"]) * limit * 4 * 128,
                   speed_tokens=sp["batch_size"] * (sp["prompt_len"] + sp["decode_tokens"]) if sp["enabled"] else 0,
                   recover_tokens=max((v["tokens"] for v in variants.values()), default=0),
-                  recover_batch=max((v["batch_size"] * v["seqlen"] for v in variants.values()), default=0))
+                  recover_batch=max((v["batch_size"] * v["seqlen"] for v in variants.values()), default=0),
+                  recover_param_bytes=16 if any(v["lora"] is None for v in variants.values()) or not variants else 4)
 
 
 #: Requests of a job whose model's shape is unknown before it is downloaded (a hub id) or that has no model.
@@ -323,7 +329,8 @@ def job_request(rule: str, config: dict, model: str | None, threads: int = 1) ->
     if shape is not None:
         passes = 2 if config["clustering"].get("score_recompute") else 1
         on_gpu = gpu_rule and config["device"] != "cpu"
-        p = predict(rule, shape, run_tokens(config), entry.get("dtype") or config["dtype"], on_gpu, threads, passes)
+        p = predict(rule, shape, run_tokens(config), entry.get("dtype") or config["dtype"], on_gpu, threads, passes,
+                    gpu_fp64_flops=config["resources"].get("gpu_fp64_tflops", GPU_FP64_FLOPS / 1e12) * 1e12)
         out = {"mem_mb": request_mb(p["host_mib"]), "runtime": p["runtime_min"],
                "gpu_mem_mb": request_mb(p["gpu_mib"]) if p["gpu_mib"] else 0}
     res = config["resources"]

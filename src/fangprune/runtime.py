@@ -24,6 +24,16 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def deterministic_cuda() -> None:
+    """What torch offers for repeatable GPU results where a rule's output feeds a selection: deterministic
+    kernels where they exist (a warning, not an error, where an op has none), a fixed cuBLAS workspace, no cuDNN
+    autotuning. Results can still differ between GPU models, driver and library versions (docs/slurm.md)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 def setup(log_file: str | None, threads: int = 1, seed: int = 0, device: str = "auto") -> torch.device:
     setup_logging(log_file)
     torch.set_num_threads(max(1, int(threads)))
@@ -39,6 +49,7 @@ def setup(log_file: str | None, threads: int = 1, seed: int = 0, device: str = "
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # Hessians and compensation need full fp32
         torch.backends.cudnn.allow_tf32 = False
+        deterministic_cuda()
     log.info("device=%s threads=%d seed=%d", dev, torch.get_num_threads(), seed)
     return dev
 

@@ -22,6 +22,20 @@ def is_2of4(weight: torch.Tensor) -> bool:
     return bool(((weight == 0).reshape(weight.shape[0], -1, 4).sum(-1) >= 2).all())
 
 
+#: Dtypes whose torch semi-structured format is 2:4 (fp32's is 1:2, so a 2:4 fp32 weight is not representable).
+SEMI_DTYPES = (torch.float16, torch.bfloat16, torch.int8)
+
+
+def refusal(weight: torch.Tensor) -> str | None:
+    """Why a projection stays dense (None: it can be converted): not 2:4, or a dtype whose format is not 2:4."""
+    if weight.dtype not in SEMI_DTYPES:
+        return (f"{str(weight.dtype).removeprefix('torch.')}: torch's semi-structured format for it is not 2:4 "
+                "(fp32 is 1:2); load the checkpoint in float16 or bfloat16")
+    if not is_2of4(weight):
+        return "not 2:4"
+    return None
+
+
 def accelerate_2of4(model: nn.Module, *, cutlass: bool = True) -> dict:
     """Convert the 2:4 projections of ``model`` (on CUDA) to semi-structured sparse weights, in place.
 
@@ -40,13 +54,26 @@ def accelerate_2of4(model: nn.Module, *, cutlass: bool = True) -> dict:
             if not isinstance(lin, nn.Linear):
                 dense[key] = f"not a plain linear ({type(lin).__name__})"
                 continue
-            if not is_2of4(lin.weight.data):
-                dense[key] = "not 2:4"
+            why = refusal(lin.weight.data)
+            if why is not None:
+                dense[key] = why
                 continue
+            original = lin.weight
+            probe = torch.randn(64, lin.in_features, dtype=original.dtype, device=original.device)
+            with torch.no_grad():
+                want = lin(probe)
             try:
-                lin.weight = nn.Parameter(to_sparse_semi_structured(lin.weight.data), requires_grad=False)
+                lin.weight = nn.Parameter(to_sparse_semi_structured(original.data), requires_grad=False)
+                with torch.no_grad():
+                    got = lin(probe)
             except (RuntimeError, ValueError) as err:  # dtype / minimum shape limits of the kernels
+                lin.weight = original
                 dense[key] = str(err).splitlines()[0]
+                continue
+            # the converted weight must compute what the dense one did (half-precision accumulation aside)
+            if not torch.allclose(got.float(), want.float(), rtol=2e-2, atol=2e-2 * float(want.abs().max())):
+                lin.weight = original
+                dense[key] = "converted weight's outputs differ from the dense weight's"
                 continue
             converted.append(key)
     return {"converted": converted, "dense": dense, "backend": "cutlass" if cutlass else "cusparselt"}
