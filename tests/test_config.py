@@ -180,3 +180,56 @@ def test_every_shipped_config_validates_with_the_command_it_documents(path):
     cfg["data_dir"] = str(DATA_DIR)
     # sources unchecked: configs/two-models.yaml names a model package CI does not install
     assert validate_config(cfg, check_sources=False)["_methods_resolved"]
+
+
+def test_data_dir_resolution_order(tmp_path, monkeypatch):
+    from fangprune.config import DATA_DIR_ENV, data_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(run)
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert data_dir({"data_dir": None}) == "../shared/data"  # a local folder beside the run
+    (run / "data").mkdir()
+    assert data_dir({"data_dir": None}) == "data"  # the run's own first
+    monkeypatch.setenv(DATA_DIR_ENV, "/somewhere")
+    assert data_dir({"data_dir": None}) == "/somewhere"  # the environment before local folders
+    assert data_dir({"data_dir": "mine"}) == "mine"  # the config key first
+
+
+def test_no_data_folder_anywhere_means_the_hub(tmp_path, monkeypatch):
+    from fangprune.config import DATA_DIR_ENV, data_dir
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    assert data_dir({"data_dir": None}) is None
+
+
+def test_select_models_keeps_only_the_named_models(tmp_path):
+    cfg = base(tmp_path)
+    cfg["models"]["other"] = {"source": "random:llama"}
+    out = validate_config({**copy.deepcopy(cfg), "select_models": ["other"]}, check_sources=False)
+    assert list(out["models"]) == ["other"]
+    with pytest.raises(ConfigError, match="'select_models': no model named 'nope'"):
+        validate_config({**copy.deepcopy(cfg), "select_models": ["nope"]}, check_sources=False)
+
+
+def test_a_structured_baseline_takes_fangs_allocation(tmp_path):
+    from fangprune.config import allocation_slug
+
+    cfg = base(tmp_path)
+    cfg["methods"] = {"wsp-fc": {"algorithm": "wanda-sp", "allocation": "fc"}}
+    full = validate_config(cfg)["_methods_resolved"]["wsp-fc"]
+    assert full["fc_lambda"] == 0.5 and full["fc_bound"] is True
+    assert allocation_slug(full) == "fc-lambda0.5"
+
+
+def test_a_truncated_gguf_source_names_its_model_key(tmp_path):
+    bad = tmp_path / "cut.gguf"
+    bad.write_bytes(b"GGU")
+    cfg = base(tmp_path)
+    cfg["models"] = {"mine": {"source": str(bad)}}
+    with pytest.raises(ConfigError, match="'models.mine.source': cannot read"):
+        validate_config(cfg)

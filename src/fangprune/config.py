@@ -74,6 +74,7 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
     _schema_check(config, load_schema(), "")
     _expand_sweeps(config)
     _select_methods(config)
+    _select_models(config)
     try:
         load_plugins(config["plugins"])
     except ImportError as exc:
@@ -109,13 +110,16 @@ def validate_config(config: dict, *, check_sources: bool = True) -> dict:
                 src = resolve_source(entry["source"])
             except FileNotFoundError as exc:
                 raise ConfigError(f"config key 'models.{name}.source': {exc}") from None
-            mtype = local_model_type(src)
+            try:
+                mtype = local_model_type(src)
+                shape = source_shape(src)
+            except (ValueError, OSError, KeyError) as exc:  # e.g. a truncated GGUF: "GGUF magic invalid"
+                raise ConfigError(f"config key 'models.{name}.source': cannot read {entry['source']}: {exc}") from None
             if mtype is not None and mtype not in SUPPORTED_MODEL_TYPES:
                 raise ConfigError(
                     f"config key 'models.{name}.source': unsupported architecture {mtype!r}; "
                     f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
                 )
-            shape = source_shape(src)
             _check_context(config, resolved, name, shape)
             if shape is not None:
                 config["_shapes"][name] = shape
@@ -195,6 +199,17 @@ def _select_methods(config: dict) -> None:
     config["methods"] = {name: params for name, params in config["methods"].items() if name in keep}
     refs = config["tables"]["references"] or {}
     config["tables"]["references"] = {m: r for m, r in refs.items() if m in keep and r in keep}
+
+
+def _select_models(config: dict) -> None:
+    """Keep only the models named in ``select_models`` (as ``select_methods`` for methods)."""
+    keep = config.get("select_models")
+    if keep is None:
+        return
+    missing = [m for m in keep if m not in config["models"]]
+    if missing:
+        raise ConfigError(f"config key 'select_models': no model named {', '.join(map(repr, missing))} in 'models'")
+    config["models"] = {name: entry for name, entry in config["models"].items() if name in keep}
 
 
 def _check_context(config: dict, methods: dict, model: str, shape: dict | None) -> None:
@@ -449,9 +464,18 @@ def load_config(path: str | os.PathLike, *, check_sources: bool = True) -> dict:
     return validate_config(config, check_sources=check_sources)
 
 
+#: Local data folders looked for (relative to the run directory) when neither the config nor the environment names one.
+LOCAL_DATA_DIRS = ("data", "../shared/data")
+
+
 def data_dir(config: dict) -> str | None:
-    """Local dataset directory: config ``data_dir``, else $FANG_DATA_DIR, else None (= the hub)."""
-    return config.get("data_dir") or os.environ.get(DATA_DIR_ENV) or None
+    """Local dataset directory, in this order: the config's ``data_dir``, $FANG_DATA_DIR, the first of
+    LOCAL_DATA_DIRS that exists; None (= the Hugging Face hub) when none does."""
+    if config.get("data_dir"):
+        return config["data_dir"]
+    if os.environ.get(DATA_DIR_ENV):
+        return os.environ[DATA_DIR_ENV]
+    return next((d for d in LOCAL_DATA_DIRS if Path(d).is_dir()), None)
 
 
 #: Sections a method entry may override for itself (Table 8: calibration source; K and grouping sweeps).

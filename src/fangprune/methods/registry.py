@@ -73,6 +73,10 @@ COMMON_PARAMS = {
     },
 }
 
+#: The allocation map's parameters (Eq. 8: lambda = 0.5 p, bounded) for a method whose defaults are uniform.
+ALLOCATION_DEFAULTS = {"fc_lambda": 0.5, "fc_bound": True}
+
+
 class ParamError(ValueError):
     """A method parameter is invalid; ``key`` names it."""
 
@@ -102,7 +106,8 @@ class Method:
     def json_schema(self) -> dict[str, Any]:
         props: dict[str, Any] = {"algorithm": {"const": self.name}, **OVERRIDES}
         props.update({k: v for k, v in COMMON_PARAMS.items() if k in self.defaults})
-        if "fc_lambda" in self.defaults:  # methods with a free allocation may use OWL
+        if "allocation" in self.defaults:  # any method with a per-layer allocation may use Eq. 8's map or OWL
+            props.update({k: COMMON_PARAMS[k] for k in ALLOCATION_DEFAULTS})
             props["owl_m"] = {"type": "number", "exclusiveMinimum": 0, "description": "OWL outlier threshold M (5)."}
         props.update(self.schema)
         return {"type": "object", "additionalProperties": False, "properties": props}
@@ -162,6 +167,9 @@ def resolve_method(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     spec = get_method(params.get("algorithm", name))
     out = {"algorithm": spec.name, **spec.defaults}
     out.update(params)
+    if out.get("allocation", "uniform") != "uniform":  # e.g. a structured baseline with FANG's allocation
+        for key, value in ALLOCATION_DEFAULTS.items():
+            out.setdefault(key, value)
     if spec.check is not None:
         spec.check(out)
     return out
