@@ -2,8 +2,8 @@
 
 llmcompressor 0.14 pins transformers 5.15-5.17 and compressed-tensors 0.19, so it lives in its own venv:
 
-    python -m venv /tmp/llmc
-    /tmp/llmc/bin/pip install torch==2.13.0 llmcompressor==0.14.0.1
+    python -m venv <venv>
+    <venv>/bin/pip install torch==2.13.0 llmcompressor==0.14.0.1
 
 Steps, reading and writing under one directory ``DIR`` (and ``OURS``):
 
@@ -13,7 +13,7 @@ Steps, reading and writing under one directory ``DIR`` (and ``OURS``):
 2. In the llm-compressor venv, prune that dense checkpoint on exactly those windows (one run per method and
    pattern; the pruned model is saved dense with its zeros, and the wall times go to ``timing.json``)::
 
-       /tmp/llmc/bin/python tools/llmcompressor_crosscheck.py prune --dense results/models/smollm2-135m \\
+       <venv>/bin/python tools/llmcompressor_crosscheck.py prune --dense results/models/smollm2-135m \\
            --windows results/calibration/smollm2-135m/wikitext2-n32-l512-s0.pt --method wanda --pattern 2:4 \\
            --out DIR/wanda-2of4
 
