@@ -75,6 +75,21 @@ def test_adding_sparsity_or_method_adds_no_shared_jobs(tmp_path):
     assert base["evaluate_zeroshot"] == 12 and more_sp["evaluate_zeroshot"] == 18
 
 
+def test_a_sweep_file_runs_only_what_it_names(tmp_path):
+    """Config files merge: a sweep file beside the default config adds to it, unless it selects."""
+    wd = write_config(tmp_path, models={"tiny-llama": {"source": "random:llama"}, "tiny-qwen": {"source": "random:qwen2"}})
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"methods": {"mag-sp": {}}, "select_models": ["tiny-qwen"],
+                                     "select_methods": ["mag-sp"], "zeroshot": {"tasks": []}}))
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(wd), "--configfile", str(wd / "config.yaml"), str(sweep),
+                           "-n", "--cores", "1"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = re.findall(r"wildcards: ([^\n]+)", proc.stdout)
+    assert jobs and all("tiny-llama" not in w for w in jobs)
+    assert {re.search(r"method=([\w+-]+)", w).group(1) for w in jobs if "method=" in w} == {"mag-sp"}
+    assert any("model=tiny-qwen" in w for w in jobs)
+
+
 def ablation_config(path: Path, extra_methods=None) -> Path:
     """configs/ablations.yaml on the tiny CI model (its methods, tables and settings over the CI config)."""
     abl = yaml.safe_load((REPO / "configs" / "ablations.yaml").read_text())
