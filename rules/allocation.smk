@@ -39,6 +39,7 @@ rule importance:
         **gpu_resources("importance"),
     params:
         measure=lambda w: w.measure,
+        device_map=model_device_map,
         batch_size=model_batch_size("calibration"),
         dtype=lambda w: model_dtype(w.model),
         seed=config["seed"],

@@ -67,3 +67,23 @@ def test_taylor_scores_in_half_precision_keep_the_ranking(setup, dtype):
             assert (scores[layer, k] > 0).float().mean() > 0.9  # no underflow to zero
             rho = spearmanr(scores[layer, k].numpy(), fp32[layer, k].numpy()).statistic
             assert rho > 0.9, (layer, k, rho)
+
+
+def test_taylor_sensitivity_sums_gradients_in_fp32():
+    """I_l = sum |w * sum_windows dL/dw| per block: equal to a direct fp32 computation, and a bf16 model's figures
+    close to it (its gradients are summed in fp32, not in bf16)."""
+    from fangprune.fang.layer_importance import taylor_sensitivity
+    from fangprune.modeling.lm_loss import causal_lm_loss
+    from fangprune.modeling.models import decoder_layers, roles
+
+    model, windows = tiny_model(), random_windows(4, 32)
+    ref = copy.deepcopy(model)
+    weights = [list(roles(layer).projections().values()) for layer in decoder_layers(ref)]
+    grads = torch.autograd.grad(sum(causal_lm_loss(ref, windows[i : i + 1]) for i in range(4)),
+                                [lin.weight for ws in weights for lin in ws])
+    it = iter(grads)
+    want = [sum(float((lin.weight.double() * next(it).double()).abs().sum()) for lin in ws) for ws in weights]
+    got = taylor_sensitivity(copy.deepcopy(model), windows, CPU)
+    assert got == pytest.approx(want, rel=1e-4)
+    half = taylor_sensitivity(copy.deepcopy(model).to(torch.bfloat16), windows, CPU)
+    assert half == pytest.approx(want, rel=0.05)

@@ -14,7 +14,7 @@ with timed_step("importance") as step:
         values = outlier_ratios(engine, float(p.measure[len("owl-m"):]))
     elif p.measure == "taylor":
         calib = load_torch(smk.input.windows)
-        values = taylor_sensitivity(load_model(smk.input.model, dtype=p.dtype), calib["input_ids"], device)
+        values = taylor_sensitivity(load_model(smk.input.model, dtype=p.dtype, device_map=p.device_map), calib["input_ids"], device)
     else:
         raise ValueError(f"unknown importance measure {p.measure!r}")
 write_json(smk.output.importance, {"measure": p.measure, "importance": values, "calibration": calib["source"],

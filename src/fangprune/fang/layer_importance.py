@@ -57,10 +57,18 @@ def taylor_sensitivity(model: nn.Module, windows: torch.Tensor, device: torch.de
         p.requires_grad_(id(p) in flat)
         p.grad = None
     model.eval()
+    # the gradient sums live in fp32 on the host: a half-precision model's .grad would accumulate in its own
+    # dtype, and the device would hold a second copy of every projection for the whole run
+    sums = [[torch.zeros(p.shape, dtype=torch.float32) for p in ps] for ps in params]
     for i in tqdm(range(windows.shape[0]), desc="taylor sensitivity", mininterval=5):
         ids = windows[i : i + 1].to(device)
         causal_lm_loss(model, ids).backward()
-    out = [float(sum((p.detach().double() * p.grad.double()).abs().sum() for p in ps)) for ps in params]
+        for ps, acc in zip(params, sums):
+            for p, a in zip(ps, acc):
+                a += p.grad.float().cpu()
+                p.grad = None
+    out = [float(sum((p.detach().double().cpu() * a.double()).abs().sum() for p, a in zip(ps, acc)))
+           for ps, acc in zip(params, sums)]
     for p in model.parameters():
         p.grad = None
         p.requires_grad_(False)
