@@ -36,6 +36,12 @@ class InputMoments:
         self.s += x.sum(0)
         self.T += x.shape[0]
 
+    def to(self, device) -> "InputMoments":
+        """These moments on ``device`` (in place; returns self)."""
+        if self.H is not None:
+            self.H, self.s = self.H.to(device), self.s.to(device)
+        return self
+
 
 def embedded_weight(lin: nn.Linear, in_features: int) -> torch.Tensor:
     """The weight of ``lin`` at the dense input positions (columns removed by surgery are 0)."""

@@ -74,7 +74,9 @@ def _dense_holdout_moments(held: LayerwiseEngine) -> list:
     """(weights, moments) of every layer on the dense held-out stream (for whole-model methods)."""
     out = []
     for idx, layer in held.visit("held-out moments"):
-        out.append(_layer_moments(held, idx, layer))
+        weights, moments = _layer_moments(held, idx, layer)
+        # every layer's moments wait for the end of a whole-model method: on the host, not on the GPU
+        out.append((weights, {name: m.to("cpu") for name, m in moments.items()}))
         held.advance(held.forward_layer(idx))
     return out
 
@@ -145,5 +147,8 @@ def prune_model(
         for key, value in layer_entry(r, before).items():
             entry.setdefault(key, value)  # a zeroing method reports its own achieved sparsity
         report.append(entry)
+        # the pruner's statistics (n x n Hessians) and the held-out moments are done with: free them before the
+        # next layer's fill, not when the names are rebound in the middle of it
+        pruner = weights = moments = None
         engine.advance(engine.forward_layer(idx))
     return summarise(model, report, dense_params, dense_block, notes)
