@@ -1,4 +1,5 @@
-"""The same pipeline on CUDA as on the CPU (skipped without a GPU; run on a GPU machine)."""
+"""The same pipeline on CUDA as on the CPU (skipped without a GPU; run on a GPU machine in one go:
+``python -m pytest -q tests/test_cuda.py``, a few minutes)."""
 
 import pytest
 import torch
@@ -63,3 +64,67 @@ def test_taylor_scores_over_a_device_map_match_one_device(tmp_path):
     assert is_dispatched(model)
     two, _ = taylor_scores(model, windows, clusters, torch.device("cuda:0"))
     assert torch.allclose(one, two, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("fangprune.methods.registry", fromlist=["m"]).methods()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_method_on_cuda_matches_its_cpu_run(name, dtype):
+    """Every registered method through the driver on CUDA (statistics on the GPU, the layer moved back to the
+    host between layers): the same kept sizes as on the CPU, finite logits, perplexity within 10 %."""
+    import copy
+
+    from fangprune.methods.registry import get_method
+    from test_pruning import artifacts
+
+    base = tiny_model()
+    windows = random_windows(4, 32)
+    params = resolve_method(name, {})
+    grouped = get_method(params["algorithm"]).uses_groups
+    clusters, groups, *_ = artifacts(base, windows) if grouped else (None, None)
+    results = {}
+    for device in ("cpu", "cuda"):
+        model = copy.deepcopy(base).to(dtype)
+        report = prune_model(model, windows, params, [0.4] * 3, torch.device(device), clusters=clusters,
+                             groups=groups, holdout=random_windows(2, 32, seed=3))
+        results[device] = (report, perplexity(model.float(), random_windows(4, 64, seed=9).reshape(-1), 64,
+                                              torch.device(device))["ppl"])
+    (cpu, cpu_ppl), (gpu, gpu_ppl) = results["cpu"], results["cuda"]
+    assert gpu["block_params"] == pytest.approx(cpu["block_params"], rel=0.02)
+    assert gpu_ppl == pytest.approx(cpu_ppl, rel=0.10)
+
+
+def test_recovery_on_cuda_in_bf16_autocast_keeps_fp32_weights_and_lowers_the_loss():
+    import copy
+
+    from fangprune.recovery.distill import TrainSpec, distill
+    from fangprune.recovery.losses import kl_div
+
+    teacher = tiny_model()
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for p in student.model.layers.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    held = random_windows(4, 16, seed=2).cuda()
+    spec = TrainSpec(tokens=4 * 8 * 16, batch_size=8, seqlen=16, lr=1e-3, warmup_frac=0.0)
+    with torch.no_grad():
+        before = float(kl_div(student.cuda()(held).logits, teacher.cuda()(held).logits))
+    distill(student, teacher, random_windows(8, 16, seed=1), held.cpu(), spec, torch.device("cuda"))
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    with torch.no_grad():
+        assert float(kl_div(student(held).logits, teacher(held).logits)) < before
+
+
+def test_2_4_conversion_in_bf16_computes_what_dense_does():
+    from fangprune.evaluate.semi_sparse import accelerate_2of4
+
+    model = tiny_model(hidden_size=128, intermediate_size=256, head_dim=32).to(torch.bfloat16)
+    prune_model(model, random_windows(4, 64), resolve_method("wanda", {"sparsity_type": "2:4"}), [0.5] * 3,
+                torch.device("cuda"))
+    model.cuda()
+    ids = random_windows(2, 32, seed=4).cuda()
+    with torch.no_grad():
+        want = model(ids).logits.float()
+        info = accelerate_2of4(model)
+        got = model(ids).logits.float()
+    assert info["converted"] or info["dense"]
+    assert torch.allclose(got, want, rtol=5e-2, atol=5e-2 * float(want.abs().max()))
