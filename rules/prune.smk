@@ -3,12 +3,12 @@ rule prune:
         unpack(prune_inputs),
     output:
         checkpoint=checkpoint_output(),
-    wildcard_constraints:
-        method=_alternatives(METHODS),
     log:
         "logs/prune/{model}/{method}/sp{sparsity}.log",
     benchmark:
         "benchmarks/prune/{model}/{method}/sp{sparsity}.tsv"
+    wildcard_constraints:
+        method=_alternatives(METHODS),
     conda:
         "../envs/fangprune.yaml"
     threads: config["threads"]

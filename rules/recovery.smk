@@ -28,12 +28,12 @@ rule recover:
         checkpoint=checkpoint_output(),
         curve=RECOVERY_CURVE,
         report=RECOVERY_CURVE.replace(".csv", ".json"),
-    wildcard_constraints:
-        method=_alternatives(RECOVERED or ["none"]),
     log:
         "logs/recover/{model}/{method}/sp{sparsity}.log",
     benchmark:
         "benchmarks/recover/{model}/{method}/sp{sparsity}.tsv"
+    wildcard_constraints:
+        method=_alternatives(RECOVERED or ["none"]),
     conda:
         "../envs/fangprune.yaml"
     threads: config["threads"]

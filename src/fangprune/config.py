@@ -187,29 +187,29 @@ def _expand_sweeps(config: dict) -> None:
     config["_sweeps"] = sweeps
 
 
-def _select_methods(config: dict) -> None:
-    """Keep only the methods named in ``select_methods`` (config files merge, so a later file cannot delete a
-    method an earlier one defines); references between dropped methods go with them."""
-    keep = config.get("select_methods")
+def _select(config: dict, section: str, what: str) -> None:
+    """Keep only the entries of ``section`` named in ``select_<section>`` (config files merge, so a later file
+    cannot delete an entry an earlier one defines)."""
+    keep = config.get(f"select_{section}")
     if keep is None:
         return
-    missing = [m for m in keep if m not in config["methods"]]
+    missing = [m for m in keep if m not in config[section]]
     if missing:
-        raise ConfigError(f"config key 'select_methods': no method named {', '.join(map(repr, missing))} in 'methods'")
-    config["methods"] = {name: params for name, params in config["methods"].items() if name in keep}
+        raise ConfigError(f"config key 'select_{section}': no {what} named {', '.join(map(repr, missing))} in "
+                          f"'{section}'")
+    config[section] = {name: entry for name, entry in config[section].items() if name in keep}
+
+
+def _select_methods(config: dict) -> None:
+    """``select_methods``; table references between dropped methods go with them."""
+    _select(config, "methods", "method")
+    keep = config["methods"]
     refs = config["tables"]["references"] or {}
     config["tables"]["references"] = {m: r for m, r in refs.items() if m in keep and r in keep}
 
 
 def _select_models(config: dict) -> None:
-    """Keep only the models named in ``select_models`` (as ``select_methods`` for methods)."""
-    keep = config.get("select_models")
-    if keep is None:
-        return
-    missing = [m for m in keep if m not in config["models"]]
-    if missing:
-        raise ConfigError(f"config key 'select_models': no model named {', '.join(map(repr, missing))} in 'models'")
-    config["models"] = {name: entry for name, entry in config["models"].items() if name in keep}
+    _select(config, "models", "model")
 
 
 def _check_context(config: dict, methods: dict, model: str, shape: dict | None) -> None:
