@@ -202,6 +202,8 @@ def _select(config: dict, section: str, what: str) -> None:
 
 def _select_methods(config: dict) -> None:
     """``select_methods``; table references between dropped methods go with them."""
+    if config.get("select_methods") is None:
+        return
     _select(config, "methods", "method")
     keep = config["methods"]
     refs = config["tables"]["references"] or {}
