@@ -69,7 +69,8 @@ def test_plugin_named_in_config_is_validated_like_a_builtin(monkeypatch):
 
 #: The wings of the package, bottom first: a module may import its own wing and the wings before it, never one
 #: after it (top-level modules count as their own wing).
-WINGS = ["io", "resources", "data", "modeling", "core", "evaluate", "export", "fang", "methods", "prune", "report",
+WINGS = ["io", "resources", "data", "modeling", "core", "evaluate", "export", "fang", "methods", "prune", "recovery",
+         "report",
          "config", "runtime"]
 
 

@@ -293,10 +293,11 @@ def predict(rule: str, shape: dict, tokens: Tokens, dtype: str = "float32", gpu:
 
 def run_tokens(config: dict) -> Tokens:
     """The token counts of a validated config (calibration, evaluation, zero-shot, recovery)."""
-    from fangprune.config import recovery_variants
 
     cal, ev, zs, sp = config["calibration"], config["evaluation"], config["zeroshot"], config["speed"]
-    variants = recovery_variants(config) if config.get("recovery", {}).get("methods") else {}
+    rec = config.get("recovery") or {}
+    # each variant's settings over the section's (the keys read here are flat)
+    variants = {n: {**rec, **(v or {})} for n, v in rec.get("variants", {}).items()} if rec.get("methods") else {}
     windows = ev["max_windows"] or 600  # a whole test set: ~290k WikiText-2 tokens at 512
     limit = zs["limit"] or 10000
     return Tokens(calib=cal["nsamples"] * cal["seqlen"], calib_seqlen=cal["seqlen"],
