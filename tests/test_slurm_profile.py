@@ -24,11 +24,12 @@ slurm_utils = pytest.importorskip("snakemake_executor_plugin_slurm.utils")
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {
     "cluster", "complexity", "prune", "scores", "evaluate_ppl", "evaluate_dense", "evaluate_zeroshot",
-    "evaluate_zeroshot_dense", "evaluate_speed", "importance",
+    "evaluate_zeroshot_dense", "evaluate_speed", "importance", "recover",
 }
 WHOLE_MODEL_RULES = GPU_RULES - {"cluster", "complexity", "prune"}
 LOCAL_RULES = {
     "all", "calibrate", "holdout", "groups", "allocate", "tables", "deployment_table", "diagnostics", "costs",
+    "recovery_curves",
 }
 
 
@@ -111,11 +112,12 @@ def local_rules(cfg: Path, workdir: Path) -> set[str]:
 def test_gpu_rules_ask_sbatch_for_gpus_and_cpu_rules_for_none(tmp_path):
     resources = {"gpu_model": "a100", "gpu_partition": "gpu", "cpu_partition": "cpu", "slurm_account": "lab"}
     methods = {"obc": {}, "o-fang": {}, "obc-owl": {"algorithm": "obc", "allocation": "owl"}}
-    cfg = config(tmp_path, resources=resources, methods=methods)
+    recovery = {"methods": ["obc"], "tokens": 512, "seqlen": 64, "batch_size": 2, "heldout_windows": 2}
+    cfg = config(tmp_path, resources=resources, methods=methods, recovery=recovery)
     jobs = planned_jobs(dry_run(tmp_path, cfg))
     assert local_rules(cfg, tmp_path) == LOCAL_RULES
     remote = [j for j in jobs if j.name not in LOCAL_RULES]
-    assert {j.name for j in remote} == GPU_RULES | {"prepare_model"}
+    assert {j.name for j in remote} == GPU_RULES | {"prepare_model", "recovery_data"}
     assert set(predicted.GPU_RULES) == GPU_RULES and set(predicted.WHOLE_MODEL) == WHOLE_MODEL_RULES
     validated = validate_config(yaml.safe_load(cfg.read_text()))
     for job in remote:
