@@ -148,6 +148,7 @@ COSTS = [f"{RES}/tables/costs.csv", f"{RES}/tables/costs.md"]
 DEPLOYMENT = [f"{RES}/tables/deployment.csv", f"{RES}/tables/deployment.md"]
 RECOVERY_WINDOWS = f"{RES}/recovery/data/{{model}}/{{rdata}}.pt"
 RECOVERY_CURVE = f"{RES}/recovery/curves/{{model}}/{{method}}/sp{{sparsity}}.csv"
+RECOVERY_REPORT = f"{RES}/recovery/curves/{{model}}/{{method}}/sp{{sparsity}}.json"
 RECOVERY_STATE = f"{RES}/recovery/state/{{model}}/{{method}}/sp{{sparsity}}.pt"
 RECOVERY_PLOTS = [
     f"{RES}/tables/recovery_curves.csv",
@@ -230,10 +231,9 @@ def recovery_inputs(wildcards):
     }
 
 
-def all_recovery_curves():
-    return expand(
-        RECOVERY_CURVE, model=MODELS, method=list(RECOVERED), sparsity=SPARSITIES
-    )
+def all_recovery_curves(template=RECOVERY_CURVE):
+    """Every recovered checkpoint's learning curve (or, given RECOVERY_REPORT, its job report)."""
+    return expand(template, model=MODELS, method=list(RECOVERED), sparsity=SPARSITIES)
 
 
 def evaluated_params():

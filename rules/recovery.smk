@@ -27,7 +27,7 @@ rule recover:
     output:
         checkpoint=checkpoint_output(),
         curve=RECOVERY_CURVE,
-        report=RECOVERY_CURVE.replace(".csv", ".json"),
+        report=RECOVERY_REPORT,
     log:
         "logs/recover/{model}/{method}/sp{sparsity}.log",
     benchmark:

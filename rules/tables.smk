@@ -4,7 +4,7 @@ rule tables:
         zeroshot=all_zeroshot(),
         speed=all_speed(),
         windows=all_windows(),
-        recovery=[f"{c[:-4]}.json" for c in all_recovery_curves()],
+        recovery=all_recovery_curves(RECOVERY_REPORT),
     output:
         metrics=report(f"{RES}/tables/metrics.csv", category="Tables"),
         tables=[

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pandas as pd
-from fangprune.io import setup_logging
+from fangprune.io import atomic_path, setup_logging
 from fangprune.report.recovery import curves_plot
 
 smk = snakemake  # noqa: F821 - injected by Snakemake
@@ -14,5 +14,6 @@ for path in smk.input.curves:  # results/recovery/curves/<model>/<method>/sp<spa
     frames.append(pd.read_csv(p).assign(model=p.parent.parent.name, method=p.parent.name,
                                         sparsity=float(p.stem[2:])))
 curves = pd.concat(frames, ignore_index=True)
-curves.to_csv(smk.output.csv, index=False)
+with atomic_path(smk.output.csv) as tmp:
+    curves.to_csv(tmp, index=False)
 curves_plot(curves, smk.output.plot)
