@@ -65,3 +65,20 @@ def test_flap_metrics_with_statistics_on_another_device(metric):
     stats.windows = 2
     W = torch.randn(4, 6, device="meta")  # the layer, back on another device than its statistics
     assert channel_metric(metric, W, stats).device.type == "meta"
+
+
+def test_gpu_peaks_are_summed_over_every_gpu_and_reset_per_step(monkeypatch):
+    from fangprune import io
+
+    peaks = {0: 3 * 2**20, 1: 5 * 2**20}
+    reset = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: peaks[d])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: reset.append(d))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    with io.timed_step("x") as info:
+        pass
+    assert reset == [0, 1]
+    assert info["cuda_max_allocated_mib"] == 8.0 and info["cuda_max_allocated_per_gpu_mib"] == 5.0
