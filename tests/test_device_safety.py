@@ -13,7 +13,7 @@ from fangprune.modeling.models import GPU_ALLOCATION_VARS, pick_device
 
 @pytest.fixture
 def no_gpu_env(monkeypatch):
-    for var in GPU_ALLOCATION_VARS:
+    for var in (*GPU_ALLOCATION_VARS, "FANG_CPU_FALLBACK"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     return monkeypatch
@@ -33,6 +33,8 @@ def test_a_job_given_gpus_without_usable_cuda_refuses(no_gpu_env, var, value):
     with pytest.raises(RuntimeError, match=f"given GPUs \\({var}={value}\\).*device: cpu"):
         pick_device("auto")
     assert pick_device("cpu") == torch.device("cpu")  # an explicit CPU run is the user's choice
+    no_gpu_env.setenv("FANG_CPU_FALLBACK", "1")  # placeholder GPUs (a test cluster's fake GRES)
+    assert pick_device("auto") == torch.device("cpu")
 
 
 def test_cuda_index_beyond_the_allocation_is_named(monkeypatch):

@@ -45,7 +45,9 @@ def snakemake(workdir: Path, *args) -> subprocess.CompletedProcess:
            # poll every second instead of the plugin's 40 s start and growing interval
            "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
            "--jobs", "4", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=960)
+    # the test cluster's GPUs are fake GRES: jobs that get one compute on the CPU (sbatch exports this variable)
+    env = {**os.environ, "FANG_CPU_FALLBACK": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=960, env=env)
 
 
 def submissions(log: str) -> list[tuple[str, str]]:
@@ -66,7 +68,7 @@ def test_workflow_runs_through_sbatch_reruns_nothing_and_retries_a_failed_job(cl
     cfg = yaml.safe_load((REPO / "tests" / "config.ci.yaml").read_text())
     cfg.update(
         data_dir=str(DATA_DIR),
-        device="auto",  # no CUDA here: jobs compute on the CPU but ask SLURM for the (fake) GPU
+        device="auto",  # no CUDA here: jobs ask SLURM for the (fake) GPU and compute on the CPU (FANG_CPU_FALLBACK)
         models={"tiny-llama": {"source": "random:llama"}},
         sparsities=[0.3],
         methods={"obc": {"allocation": "uniform"}},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +28,15 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+#: Set to 1 to run on the CPU although the scheduler allocated GPUs (a cluster whose GPUs are placeholders for
+#: scheduling, such as a test cluster's fake GRES).
+CPU_FALLBACK_ENV = "FANG_CPU_FALLBACK"
 #: Environment variables through which a scheduler hands a job its GPUs.
 GPU_ALLOCATION_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE")
 
 
 def allocated_gpus() -> str | None:
     """The scheduler's GPU allocation of this job (the first variable set to a GPU list), else None."""
-    import os
-
     for var in GPU_ALLOCATION_VARS:
         value = os.environ.get(var, "").strip()
         if value and value not in ("-1", "NoDevFiles", "0" if var == "SLURM_GPUS_ON_NODE" else "\0"):
@@ -50,9 +52,10 @@ def pick_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         given = allocated_gpus()
-        if given is not None:
+        if given is not None and os.environ.get(CPU_FALLBACK_ENV) != "1":
             raise RuntimeError(f"this job was given GPUs ({given}) but CUDA is not usable here (driver, CUDA "
-                               "build of torch or node); refusing to run on the CPU. Set 'device: cpu' to do so")
+                               f"build of torch or node); refusing to run on the CPU. Set 'device: cpu' (or "
+                               f"{CPU_FALLBACK_ENV}=1 where the GPUs are placeholders) to do so")
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
