@@ -20,7 +20,7 @@ from fangprune.config import (
     zeroshot_settings,
 )
 from fangprune.methods.registry import get_method
-from fangprune.resources import GPU_RULES, WHOLE_MODEL, job_request
+from fangprune.resources import GPU_RULES, WHOLE_MODEL, gpu_features, job_request
 
 try:
     validate_config(config, check_sources=workflow.is_main_process)
@@ -411,7 +411,24 @@ def gpu_resources(step):
         res["gpu_model"] = RESOURCES["gpu_model"]
     if RESOURCES["gpu_partition"]:
         res["slurm_partition"] = RESOURCES["gpu_partition"]
+    if RESOURCES["gpu_constraints"] and config["device"] != "cpu":
+        res["constraint"] = _constraint(
+            request("gpu_mem_mb"), _gpu_count(step in WHOLE_MODEL)
+        )
     return res
+
+
+def _constraint(gpu_mem_mb, gpus):
+    """sbatch -C: the node features whose GPUs hold the job (resources.gpu_constraints)."""
+
+    def features(wildcards):
+        return "|".join(
+            gpu_features(
+                gpu_mem_mb(wildcards), gpus(wildcards), RESOURCES["gpu_constraints"]
+            )
+        )
+
+    return features
 
 
 def cpu_resources(step):

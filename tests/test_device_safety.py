@@ -84,3 +84,53 @@ def test_gpu_peaks_are_summed_over_every_gpu_and_reset_per_step(monkeypatch):
         pass
     assert reset == [0, 1]
     assert info["cuda_max_allocated_mib"] == 8.0 and info["cuda_max_allocated_per_gpu_mib"] == 5.0
+
+
+HOLD = """
+import os, sys, time
+from fangprune.runtime import claim_gpus
+got = claim_gpus(int(sys.argv[1]), sys.argv[2], wait_s=float(sys.argv[3]))
+print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+time.sleep(float(sys.argv[4]))
+"""
+
+
+def _holder(count, slots, wait=1.0, hold=30.0, env=None):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", HOLD, str(count), str(slots), str(wait), str(hold)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_local_gpu_jobs_each_claim_their_own_gpus(tmp_path, monkeypatch):
+    """Three GPUs, concurrent jobs of 1, 1 and 1 GPU: each gets its own; a fourth waits, then fails with a message;
+    when a job ends (killed here), its GPU is free for the next; a 2-GPU job takes two at once."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    env["CUDA_VISIBLE_DEVICES"] = "0,1,2"
+    slots = tmp_path / "slots"
+    jobs = [_holder(1, slots, env=env) for _ in range(3)]
+    got = sorted(j.stdout.readline().strip() for j in jobs)
+    assert got == ["0", "1", "2"]
+    late = _holder(1, slots, wait=1.0, hold=0, env=env)
+    assert late.wait(timeout=60) != 0 and "no 1 free GPU(s) among 0,1,2" in late.stderr.read()
+    jobs[0].kill()
+    jobs[0].wait()
+    freed = _holder(1, slots, wait=30.0, hold=0, env=env)
+    assert freed.wait(timeout=60) == 0
+    pair = _holder(2, slots, wait=1.0, hold=0, env=env)  # two GPUs are not free: all or none, no half claim
+    assert pair.wait(timeout=60) != 0
+    for j in jobs[1:]:
+        j.kill()
+        j.wait()
+    pair = _holder(2, slots, wait=30.0, hold=0, env=env)
+    assert pair.wait(timeout=60) == 0 and len(pair.stdout.read().strip().split(",")) == 2
+    # under SLURM (which assigns GPUs) nothing is claimed or changed
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    from fangprune.runtime import claim_gpus
+
+    assert claim_gpus(1, tmp_path / "other") == ["3"] and os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+    assert not (tmp_path / "other").exists()

@@ -15,7 +15,7 @@ import yaml
 from conftest import DATA_DIR, REPO
 
 from fangprune import resources as predicted
-from fangprune.config import validate_config
+from fangprune.config import ConfigError, validate_config
 from fangprune.resources import Shape, Terms, host_mib, job_request, run_tokens
 
 submit_string = pytest.importorskip("snakemake_executor_plugin_slurm.submit_string")
@@ -161,6 +161,32 @@ def test_sbatch_lines_carry_the_requests_predicted_from_the_shape(tmp_path):
                  / host_mib(rule, Terms.of(shapes["l7b"], tokens, "bfloat16"), gpu=gpu))
         assert ratio > 9  # the weights dominate: 69.3 / 6.88 billion parameters (49,152-row embeddings)
         assert mem[rule, "l70b"] / mem[rule, "l7b"] == pytest.approx(ratio, rel=0.02)
+
+
+def test_gpu_jobs_ask_for_the_node_features_whose_gpus_hold_them(tmp_path):
+    """resources.gpu_constraints: each GPU job's predicted GPU memory (per GPU) picks the features it may run on,
+    passed as sbatch -C; a job that no listed GPU holds stops validation."""
+    features = {"gpu24g": 24000, "gpu40g": 40000, "gpu80g": 80000}
+    models = {"l7b": {"source": "random:llama2-7b:32", "dtype": "bfloat16"}}
+    cfg = config(tmp_path, models=models, methods={"obc": {}, "o-fang": {}}, sparsities=[0.3],
+                 resources={"gpu_constraints": features})
+    validated = validate_config(yaml.safe_load(cfg.read_text()))
+    seen = {}
+    for job in planned_jobs(dry_run(tmp_path, cfg)):
+        line = sbatch_line(job)
+        if job.name not in GPU_RULES:
+            assert " -C " not in line, line
+            continue
+        need = job_request(job.name, validated, "l7b", job.threads)["gpu_mem_mb"]
+        want = [f for f, mb in features.items() if mb >= need]
+        assert want and f"-C '{'|'.join(want)}'" in line, (need, line)
+        seen[job.name] = want
+    assert seen["prune"] == list(features) and "gpu24g" not in seen["scores"]  # one layer vs the whole backward
+    big = config(tmp_path / "big", models={"l70b": {"source": "random:llama2-70b:80", "dtype": "bfloat16"}},
+                 resources={"gpu_constraints": {"gpu80g": 80000}})
+    with pytest.raises(ConfigError, match=r"models.l70b: one .* job needs about \d+ MB of GPU memory over 1 GPU.*"
+                                          r"resources.gpu_constraints \(gpu80g: 80000 MB\)"):
+        validate_config(yaml.safe_load(big.read_text()))
 
 
 def test_multi_gpu_model_asks_for_its_gpus_in_whole_model_jobs_only(tmp_path):

@@ -243,8 +243,10 @@ def _check_resources(config: dict, methods: dict) -> None:
     (``resources.gpu_memory_mb`` per GPU: one for a layer-wise step, the model's ``gpus`` for a whole-model one)."""
     from fangprune.resources import LAYERWISE, job_request
 
+    from fangprune.resources import gpu_features
+
     res = config["resources"]
-    if not (res["max_mem_mb"] or res["gpu_memory_mb"]):
+    if not (res["max_mem_mb"] or res["gpu_memory_mb"] or res["gpu_constraints"]):
         return
     grouped = any(get_method(m["algorithm"]).uses_groups for m in methods.values())
     rules = ["prepare_model", "prune", "evaluate_ppl"]
@@ -272,6 +274,13 @@ def _check_resources(config: dict, methods: dict) -> None:
                     raise ConfigError(
                         f"models.{model}: one {rule} job needs about {req['gpu_mem_mb']} MB of GPU memory, more than "
                         f"{gpus} GPU(s) of resources.gpu_memory_mb ({res['gpu_memory_mb']} MB); {hint}")
+            if res["gpu_constraints"] and req["gpu_mem_mb"] and config["device"] != "cpu":
+                gpus = 1 if rule in LAYERWISE else entry.get("gpus", 1)
+                if not gpu_features(req["gpu_mem_mb"], gpus, res["gpu_constraints"]):
+                    raise ConfigError(
+                        f"models.{model}: one {rule} job needs about {req['gpu_mem_mb']} MB of GPU memory over "
+                        f"{gpus} GPU(s), more than any GPU of resources.gpu_constraints "
+                        f"({', '.join(f'{k}: {v} MB' for k, v in res['gpu_constraints'].items())})")
 
 
 def _check_tables(config: dict) -> None:

@@ -7,7 +7,7 @@ calibration states, a whole-model step its logits and, for the Taylor scores, th
 activations. The terms are sized from the model's shape (config.json, GGUF header or preset) and the calibration /
 evaluation spec; the formulas were checked against every job's measured peak (``end <step>`` lines in the logs)
 on SmolLM2-135M, Gemma-3-270M and the LLaMA-2-7B, LLaMA-3.1-8B, Qwen2.5-7B and LLaMA-2-70B shapes with 1 and 2
-layers (docs/scale.md, tests/test_resources.py).
+layers (docs/results/2026-12-03-scale-measurements.md, tests/test_resources.py).
 
 GPU memory on a GPU job: the layer-wise steps hold one layer and its OBS state, the whole-model steps the model
 (split over the job's GPUs by a device map). Time: a FLOP count of the rule divided by a throughput (``CPU_FLOPS``
@@ -29,9 +29,10 @@ SKLEARN_MIB = 256
 TEXT_MIB = 2048
 #: Requests are the prediction times this, rounded up to 256 MiB (and to whole minutes).
 MARGIN = 1.25
-#: Throughputs (FLOP/s): fp32 and fp64 on one CPU thread (conservative: the 7B-shape runs here reached about 25
-#: and 22 per thread, docs/scale.md), and assumed effective rates of one data-centre GPU (estimates: bf16 matmuls
-#: at about a fifth of an H100's peak, fp64 factorisations at about a third of its fp64 peak).
+#: Throughputs (FLOP/s): fp32 and fp64 on one CPU thread (conservative: the 7B-shape runs reached about 25 and 22
+#: per thread, docs/results/2026-12-03-scale-measurements.md), and assumed effective rates of one data-centre GPU
+#: (estimates: bf16 matmuls at about a fifth of an H100's peak, fp64 factorisations at about a third of its fp64
+#: peak).
 CPU_FLOPS = 20e9
 CPU_FP64_FLOPS = 10e9
 GPU_FLOPS = 200e12
@@ -119,6 +120,7 @@ class Tokens:
     recover_tokens: int = 0  # a recovery job's token budget (the largest variant's)
     recover_batch: int = 0  # one recovery batch: batch_size x seqlen
     recover_param_bytes: int = 16  # training state per student parameter: 16 full fine-tuning, 4 LoRA (frozen)
+    sparsegpt: bool = False  # a method reconstructs with SparseGPT (its H^-1 beside its upper Cholesky factor)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class Terms:
     largest: float  # its largest tensor (the embedding or LM head, or an MLP projection)
     layer: float  # one decoder layer at the job's dtype
     obs: float  # one layer's OBS state: the widest fp64 H^-1 (inverted in place), every fp32 H of the layer, and
-    # the compensation's fp64 copy of down_proj with its update (twice hidden x MLP x 8 B)
+    # the compensation's fp64 copy of down_proj with its update (twice hidden x MLP x 8 B); with SparseGPT the
+    # larger of that and its sweep's: the H^-1 and its upper Cholesky factor, down_proj in fp64 and its mask
     states: float  # calibration hidden states, inputs and outputs of a layer (fp32; on the host between layers)
     features: float  # one layer's MLP-input tokens for PCA / KMeans (fp32, host)
     acts: float  # one calibration batch through the MLP (fp32, on the compute device)
@@ -149,7 +152,8 @@ class Terms:
         backward = (s.layers * (8 * s.hidden + 3 * s.mlp) + 4 * s.vocab) * tokens * 4
         return cls(weights=s.params * b / MiB, layer=s.layer_params * b / MiB,
                    largest=s.hidden * max(s.vocab, s.mlp, s.heads * s.head_dim) * b / MiB,
-                   obs=(widest**2 * 8 + hessians32 * 4 + 2 * s.hidden * s.mlp * 8) / MiB,
+                   obs=(max(widest**2 * 8 + 2 * s.hidden * s.mlp * 8,
+                            (2 * widest**2 * 8 + s.hidden * s.mlp * 9) if t.sparsegpt else 0) + hessians32 * 4) / MiB,
                    states=2 * t.calib * s.hidden * 4 / MiB, features=t.calib * s.hidden * 4 / MiB,
                    acts=4 * t.calib_batch * t.calib_seqlen * s.mlp * 4 / MiB,
                    logits=t.eval_batch * t.eval_seqlen * s.vocab * 4 / MiB,
@@ -308,7 +312,16 @@ def run_tokens(config: dict) -> Tokens:
                   speed_tokens=sp["batch_size"] * (sp["prompt_len"] + sp["decode_tokens"]) if sp["enabled"] else 0,
                   recover_tokens=max((v["tokens"] for v in variants.values()), default=0),
                   recover_batch=max((v["batch_size"] * v["seqlen"] for v in variants.values()), default=0),
-                  recover_param_bytes=16 if any(v["lora"] is None for v in variants.values()) or not variants else 4)
+                  recover_param_bytes=16 if any(v["lora"] is None for v in variants.values()) or not variants else 4,
+                  sparsegpt=any(m.get("algorithm", name) == "sparsegpt" or m.get("reconstruction")
+                                for name, m in config["methods"].items()))
+
+
+def gpu_features(gpu_mem_mb: int, gpus: int, features: dict[str, int]) -> list[str]:
+    """The node features (``resources.gpu_constraints``: feature -> MB of one of its GPUs) whose GPUs hold a job
+    that needs ``gpu_mem_mb`` over ``gpus`` GPUs, smallest GPU first; every feature when the need is unknown (0)."""
+    per_gpu = gpu_mem_mb / max(gpus, 1)
+    return [f for f, mb in sorted(features.items(), key=lambda kv: (kv[1], kv[0])) if mb >= per_gpu]
 
 
 #: Requests of a job whose model's shape is unknown before it is downloaded (a hub id) or that has no model.

@@ -20,6 +20,8 @@ from fangprune.modeling.models import decoder_layers
 
 log = logging.getLogger(__name__)
 
+HOST = torch.device("cpu")  # where the model lives between visits (compared by device, index included)
+
 
 class _StopForward(Exception):
     pass
@@ -96,7 +98,7 @@ class LayerwiseEngine:
             for layer in self.layers:
                 del layer.forward  # back to the class's forward
             for m in moved:
-                m.to("cpu") if self.device.type != "cpu" else None
+                m.to(HOST) if self.device != HOST else None
         per_layer = []
         for kwargs in store["kwargs"]:
             kwargs = dict(kwargs)
@@ -135,8 +137,8 @@ class LayerwiseEngine:
             layer = self.layers[idx]
             layer.to(self.device)
             yield idx, layer
-            if self.device.type != "cpu":
-                layer.to("cpu")
+            if self.device != HOST:
+                layer.to(HOST)
                 torch.cuda.empty_cache()
 
     def advance(self, outs: torch.Tensor) -> None:

@@ -281,13 +281,12 @@ def sparsegpt_prune(
     zero; the others absorb the error through the upper Cholesky factor of H^-1. Returns (W, mask).
     """
     W = W.to(torch.float64).clone()
-    H = H.to(torch.float64).clone()
     cols = W.shape[1]
-    dead = torch.diagonal(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    H += percdamp * torch.diagonal(H).mean() * torch.eye(cols, dtype=H.dtype, device=H.device)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    W[:, torch.diagonal(H) == 0] = 0.0
+    # dead inputs get H_jj = 1 and the damping is added to the diagonal, as the reference; the inverse is made in
+    # its own memory, so two n x n float64 matrices live at once (it and its upper Cholesky factor), not four
+    Hinv = dampened_inverse(H, percdamp)
+    Hinv = torch.linalg.cholesky(Hinv, upper=True)
     full_mask = torch.zeros_like(W, dtype=torch.bool)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
