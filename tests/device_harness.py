@@ -9,13 +9,15 @@ tensors (scalars) mix freely, ``copy_`` and slice assignment copy across devices
 indexed with host indices. ``numpy()`` of a device tensor raises, as it does for a CUDA tensor.
 
 Tagging is by storage address, so views share their base's tag and a ``Module.to`` that swaps a Parameter's
-``.data`` moves the Parameter. Tagged tensors are kept alive until the mode exits, so a freed address is never
-reused by a host tensor.
+``.data`` moves the Parameter; a tag holds a weak reference to its storage and ends with it, so a freed address
+reused by a host tensor is not mistaken for the device. ``peak_bytes`` is the most device storage alive at once
+(what the code holds on a GPU, as far as operations this mode sees create it).
 """
 
 from __future__ import annotations
 
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -37,7 +39,8 @@ class VirtualDevice(TorchFunctionMode):
 
     def __init__(self):
         super().__init__()
-        self._tagged: dict[int, torch.Tensor] = {}
+        self._tagged: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.peak_bytes = 0
         self._depth = 0
         self.moves = 0  # tensors moved host -> device (a test can check the device was used at all)
 
@@ -50,12 +53,23 @@ class VirtualDevice(TorchFunctionMode):
 
     def on_device(self, t: torch.Tensor) -> bool:
         key = self._key(t)
-        return key is not None and key in self._tagged
+        entry = self._tagged.get(key) if key is not None else None
+        if entry is not None and entry[0].expired():
+            del self._tagged[key]  # freed: the address now belongs to whoever allocated it next
+            return False
+        return entry is not None
 
     def _tag(self, t: torch.Tensor) -> None:
         key = self._key(t)
         if key is not None:
-            self._tagged[key] = t
+            storage = t.untyped_storage()
+            self._tagged[key] = (StorageWeakRef(storage), storage.nbytes())
+
+    def live_bytes(self) -> int:
+        """Bytes of device storage alive now."""
+        for key in [k for k, (ref, _) in self._tagged.items() if ref.expired()]:
+            del self._tagged[key]
+        return sum(n for _, n in self._tagged.values())
 
     def _is_device(self, device) -> bool | None:
         """True for the virtual device, False for the host, None for anything else (no device given)."""
@@ -100,6 +114,7 @@ class VirtualDevice(TorchFunctionMode):
         if placed:
             inputs = {id(t) for t in tensors}  # an in-place result stays where its tensor is
             tree_map(lambda t: self._tag(t) if isinstance(t, torch.Tensor) and id(t) not in inputs else None, out)
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes())
         return out
 
     def _check(self, func, args, tensors) -> None:
@@ -155,6 +170,7 @@ class VirtualDevice(TorchFunctionMode):
         if target:
             self.moves += 1
             self._tag(out)
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes())
         return out
 
     def __enter__(self):

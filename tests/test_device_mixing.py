@@ -179,3 +179,47 @@ def test_a_recovery_run_keeps_its_devices_apart():
     assert got[1] == want[1]
     for name, w in want[0].items():
         assert torch.equal(got[0][name], w), name
+
+
+def _shape_and_tokens(model, windows, sparsegpt=False):
+    from fangprune.resources import Shape, Tokens
+
+    c = model.config
+    shape = Shape(c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads,
+                  c.num_key_value_heads, c.head_dim, c.vocab_size, bool(c.tie_word_embeddings))
+    n, seqlen = windows.shape
+    return shape, Tokens(calib=n * seqlen, calib_seqlen=seqlen, calib_batch=1, eval_seqlen=seqlen, eval_batch=1,
+                         eval_tokens=n * seqlen, zeroshot_batch=1, zeroshot_tokens=0, sparsegpt=sparsegpt,
+                         holdout=True)
+
+
+@pytest.mark.parametrize("name", ["obc", "o-fang", "sparsegpt", "wanda", "flap"])
+def test_the_prune_prediction_counts_what_a_gpu_holds(setup, name):
+    """The device storage alive at once during a prune (one layer, its statistics and OBS state) stays within
+    ``resources.gpu_mib("prune")``, the figure validation checks against resources.gpu_memory_mb."""
+    from fangprune.resources import MiB, Terms, gpu_mib
+
+    model, windows = setup[0], setup[1]
+    with VirtualDevice() as vd:
+        _prune(setup, name, {}, DEV)
+        peak = vd.peak_bytes
+    shape, tokens = _shape_and_tokens(model, windows, sparsegpt=name == "sparsegpt")
+    predicted = gpu_mib("prune", Terms.of(shape, tokens)) * MiB
+    assert 0 < peak <= predicted, (peak, predicted)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_the_scores_prediction_counts_what_a_gpu_holds(setup, recompute):
+    """Taylor scores: the model, every layer's down_proj input kept for its gradient hook, the backward's
+    activations; with recomputation too (it keeps those inputs until the backward)."""
+    from fangprune.fang.scores import taylor_scores
+    from fangprune.resources import MiB, Terms, gpu_mib
+
+    model, windows, _, clusters, _ = setup
+    with VirtualDevice() as vd:
+        taylor_scores(copy.deepcopy(model), windows, clusters, DEV, recompute=recompute)
+        peak = vd.peak_bytes
+    shape, tokens = _shape_and_tokens(model, windows)
+    predicted = gpu_mib("scores", Terms.of(shape, tokens)) * MiB
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert weights < peak <= predicted, (peak, predicted)

@@ -53,13 +53,19 @@ def test_terms_hand_computed():
     assert s.layer_params == 152 and s.params == 388
     m = Terms.of(s, t, "float32")
     assert m.weights * MiB == 388 * 4 and m.layer * MiB == 152 * 4
-    # widest structured input: mlp 8 -> 64 fp64 entries, inverted in place; fp32 Hessians: 3*16 + 16 + 64 = 128
-    # entries; compensation: down_proj (4 x 8) in fp64 and its update
-    assert m.obs * MiB == 64 * 8 + 128 * 4 + 2 * 32 * 8
+    # widest structured input: mlp 8 -> 64 fp64 entries, inverted in place with up to four 8-row blocks (at most
+    # 1024 rows each) of temporaries; fp32 Hessians: 3*16 + 16 + 64 = 128 entries; compensation: down_proj (4 x 8)
+    # in fp64 and its update
+    assert m.obs * MiB == 64 * 8 + 4 * 8 * 8 * 8 + 128 * 4 + 2 * 32 * 8
     # SparseGPT in the run: its sweep holds H^-1 and its Cholesky factor (2 x 64 fp64), down_proj in fp64 and its
     # boolean mask (32 x 9 B), beside the same fp32 Hessians
     sgpt = Terms.of(s, dataclasses.replace(t, sparsegpt=True), "float32")
-    assert sgpt.obs * MiB == 2 * 64 * 8 + 32 * 9 + 128 * 4
+    assert sgpt.obs * MiB == 2 * 64 * 8 + 32 * 9 + 4 * 8 * 8 * 8 + 128 * 4
+    # held-out diagnostics: fp64 moments of o_proj's (4 x 4) and down_proj's (8 x 8) inputs, three fp64 down_proj
+    assert m.diagnostics == 0
+    held = Terms.of(s, dataclasses.replace(t, holdout=True), "float32")
+    assert held.diagnostics * MiB == (16 + 64 + 3 * 32) * 8
+    assert gpu_mib("prune", held) == pytest.approx(gpu_mib("prune", m) + held.diagnostics)
     assert m.states * MiB == 2 * 6 * 4 * 4 and m.features * MiB == 6 * 4 * 4 and m.logits * MiB == 2 * 5 * 10 * 4
     assert m.acts * MiB == 4 * 1 * 3 * 8 * 4  # one batch of 3 tokens through the 8-wide MLP, 4 live copies
     # the prepared model is read shard by shard: W and its largest tensor, the embedding (4 x 10 x 4 B)

@@ -4,7 +4,7 @@
 
 Shapes: the published LLaMA-2-7B, LLaMA-3.1-8B, Qwen2.5-7B and LLaMA-2-70B (their own vocabularies), bf16
 weights on GPU jobs; calibration at the paper's 128 x 2048 tokens and the default 32 x 512; evaluation 32 windows
-of 512 tokens; Taylor scores with the default recompute pass. Host and GPU memory are the predictions before the
+of 512 tokens; Taylor scores with the default recompute pass; held-out diagnostics on (the default). Host and GPU memory are the predictions before the
 request margin; GPU-job minutes are estimates: the FLOP count at assumed GPU rates plus the host part (PCA and
 KMeans of the clustering) on 8 CPU threads at the rates measured here; CPU hours are fp32 on 16 threads.
 Then the disk of one saved checkpoint (the prepared dense model and each pruned one, which the workflow keeps):
@@ -45,7 +45,7 @@ def frame() -> pd.DataFrame:
     for model, shape in SHAPES.items():
         for cal, (n, seqlen) in CALIBRATIONS.items():
             tokens = Tokens(calib=n * seqlen, calib_seqlen=seqlen, calib_batch=1, eval_seqlen=512, eval_batch=1,
-                            eval_tokens=32 * 512, zeroshot_batch=8, zeroshot_tokens=0)
+                            eval_tokens=32 * 512, zeroshot_batch=8, zeroshot_tokens=0, holdout=True)
             gpu_terms, cpu_terms = Terms.of(shape, tokens, "bfloat16"), Terms.of(shape, tokens, "float32")
             for rule in RULES:
                 on_gpu = rule != "prepare_model"

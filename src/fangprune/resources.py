@@ -121,6 +121,7 @@ class Tokens:
     recover_batch: int = 0  # one recovery batch: batch_size x seqlen
     recover_param_bytes: int = 16  # training state per student parameter: 16 full fine-tuning, 4 LoRA (frozen)
     sparsegpt: bool = False  # a method reconstructs with SparseGPT (its H^-1 beside its upper Cholesky factor)
+    holdout: bool = False  # held-out diagnostics: each pruned layer's fp64 input moments of o_proj and down_proj
 
 
 @dataclass(frozen=True)
@@ -132,13 +133,16 @@ class Terms:
     layer: float  # one decoder layer at the job's dtype
     obs: float  # one layer's OBS state: the widest fp64 H^-1 (inverted in place), every fp32 H of the layer, and
     # the compensation's fp64 copy of down_proj with its update (twice hidden x MLP x 8 B); with SparseGPT the
-    # larger of that and its sweep's: the H^-1 and its upper Cholesky factor, down_proj in fp64 and its mask
+    # larger of that and its sweep's: the H^-1 and its upper Cholesky factor, down_proj in fp64 and its mask; plus
+    # the in-place inverse's temporaries (up to four blocks of 1024 rows)
     states: float  # calibration hidden states, inputs and outputs of a layer (fp32; on the host between layers)
     features: float  # one layer's MLP-input tokens for PCA / KMeans (fp32, host)
     acts: float  # one calibration batch through the MLP (fp32, on the compute device)
     logits: float  # one evaluation batch of logits (fp32)
     speed_logits: float  # one speed batch of logits (fp32)
     backward: float  # what a whole-model backward keeps per calibration batch (fp32 activations and logits)
+    diagnostics: float = 0.0  # held-out diagnostics of the layer being pruned: fp64 input moments of o_proj and
+    # down_proj and the error's fp64 copies of down_proj (dense, pruned, difference)
     training: float = 0.0  # recovery: the student in fp32 with its gradients and two AdamW moments (4 x 4 B per
     # parameter; LoRA: the frozen fp32 weights, 4 B; the dense count: an upper bound for a pruned student), one batch's backward and the teacher's
     # and student's logits with their softmaxes (6 copies)
@@ -153,7 +157,10 @@ class Terms:
         return cls(weights=s.params * b / MiB, layer=s.layer_params * b / MiB,
                    largest=s.hidden * max(s.vocab, s.mlp, s.heads * s.head_dim) * b / MiB,
                    obs=(max(widest**2 * 8 + 2 * s.hidden * s.mlp * 8,
-                            (2 * widest**2 * 8 + s.hidden * s.mlp * 9) if t.sparsegpt else 0) + hessians32 * 4) / MiB,
+                            (2 * widest**2 * 8 + s.hidden * s.mlp * 9) if t.sparsegpt else 0)
+                        + 4 * min(1024, widest) * widest * 8 + hessians32 * 4) / MiB,
+                   diagnostics=(((s.heads * s.head_dim) ** 2 + s.mlp**2 + 3 * s.hidden * s.mlp) * 8 / MiB
+                                if t.holdout else 0.0),
                    states=2 * t.calib * s.hidden * 4 / MiB, features=t.calib * s.hidden * 4 / MiB,
                    acts=4 * t.calib_batch * t.calib_seqlen * s.mlp * 4 / MiB,
                    logits=t.eval_batch * t.eval_seqlen * s.vocab * 4 / MiB,
@@ -190,7 +197,7 @@ def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = Fals
         # PCA centres a copy of the tokens
         "cluster": [load, m.weights + m.layer + m.acts + m.states + 3 * m.features + SKLEARN_MIB],
         "complexity": [load, m.weights + m.layer + m.acts + m.states + m.features],
-        "prune": [load, m.weights + m.layer + m.acts + m.obs + m.states],
+        "prune": [load, m.weights + m.layer + m.acts + m.obs + m.diagnostics + m.states],
         "scores": [load + m.backward],
         "recover": [load + m.weights + m.training],  # the teacher at its dtype beside the fp32 student
         "recovery_data": [TEXT_MIB - BASE_MIB],
@@ -213,7 +220,7 @@ def host_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0, gpu: bool = Fals
 def gpu_mib(rule: str, m: Terms, zeroshot_logits: float = 0.0) -> float:
     """Predicted peak GPU memory of one job of ``rule`` on a GPU (MiB, all its GPUs together); 0 for CPU rules."""
     if rule in LAYERWISE:
-        return m.layer + m.acts + (m.obs if rule == "prune" else 0.0)
+        return m.layer + m.acts + (m.obs + m.diagnostics if rule == "prune" else 0.0)
     if rule in ("scores", "importance"):
         return 2 * m.weights + m.backward
     if rule == "recover":
@@ -313,6 +320,7 @@ def run_tokens(config: dict) -> Tokens:
                   recover_tokens=max((v["tokens"] for v in variants.values()), default=0),
                   recover_batch=max((v["batch_size"] * v["seqlen"] for v in variants.values()), default=0),
                   recover_param_bytes=16 if any(v["lora"] is None for v in variants.values()) or not variants else 4,
+                  holdout=bool(config.get("diagnostics", {}).get("holdout_windows")),
                   sparsegpt=any(m.get("algorithm", name) == "sparsegpt" or m.get("reconstruction")
                                 for name, m in config["methods"].items()))
 
