@@ -7,6 +7,8 @@ import pytest
 import torch
 from conftest import random_windows, tiny_model
 from scipy.stats import spearmanr
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from fangprune.fang.scores import taylor_scores
 from fangprune.methods.registry import get_method, methods, resolve_method
@@ -27,12 +29,37 @@ def setup():
     return model, windows, clusters, groups, scores
 
 
+LINALG = {"cholesky", "cholesky_ex", "cholesky_inverse", "cholesky_solve", "inv", "inv_ex", "inverse", "pinv",
+          "pinverse", "svd", "svdvals", "solve", "solve_ex", "solve_triangular", "triangular_solve", "eig", "eigh",
+          "eigvalsh", "qr", "lstsq", "det", "slogdet", "lu", "lu_factor", "lu_solve", "matrix_rank"}
+
+
+class NoHalfLinalg(TorchFunctionMode):
+    """Factorisations and solves on a half-precision tensor fail on GPUs or lose the OBS algebra's accuracy: the
+    methods must cast to fp32 / fp64 first."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "").removeprefix("linalg_")
+        if name in LINALG and any(
+                isinstance(t, torch.Tensor) and t.dtype in HALF for t in tree_flatten((args, kwargs or {}))[0]):
+            raise AssertionError(f"{name} called on a half-precision tensor")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_linalg_guard_sees_torch_linalg():
+    with NoHalfLinalg(), pytest.raises(AssertionError, match="cholesky_ex called on a half"):
+        torch.linalg.cholesky_ex(torch.eye(3, dtype=torch.bfloat16))
+    with NoHalfLinalg():
+        torch.linalg.cholesky_ex(torch.eye(3))
+
+
 def _pruned(model, windows, name, clusters, groups, dtype):
     m = copy.deepcopy(model).to(dtype)
     params = resolve_method(name, {})
     grouped = get_method(params["algorithm"]).uses_groups
-    prune_model(m, windows, params, [0.4] * 3, CPU, clusters=clusters if grouped else None,
-                groups=groups if grouped else None)
+    with NoHalfLinalg():
+        prune_model(m, windows, params, [0.4] * 3, CPU, clusters=clusters if grouped else None,
+                    groups=groups if grouped else None)
     return m
 
 
