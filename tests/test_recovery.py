@@ -251,3 +251,24 @@ def test_recovery_table_gap_closed_and_verdicts():
     assert verdict(d(5, 7), d(1, 2)) == "shrinks"
     assert verdict(d(1, 2), d(-3, -1)) == "reverses"
     assert verdict(d(-1, 1), d(-2, 2)) == "unresolved before and after"
+
+
+def test_heldout_nll_is_the_mean_token_nll_for_plain_and_lora_students():
+    from fangprune.recovery.distill import heldout_nll
+    from fangprune.recovery.lora import add_adapters
+
+    model, windows = tiny_model(), random_windows(3, 16, seed=4)
+
+    def direct(m):
+        with torch.no_grad():
+            logits = m(windows).logits[:, :-1].double()
+        return float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten()))
+
+    assert heldout_nll(model, windows, torch.device("cpu"), 2, amp=False) == pytest.approx(direct(model), rel=1e-6)
+    lora = add_adapters(model, rank=4, alpha=8, targets=["q_proj", "down_proj"])
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 5.0)  # adapters that change the output, so scoring without them would differ
+    got = heldout_nll(lora, windows, torch.device("cpu"), 2, amp=False)
+    assert got == pytest.approx(direct(lora), rel=1e-6) and got != pytest.approx(direct(tiny_model()), rel=1e-4)

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fangprune.io import load_torch, save_torch
+from fangprune.modeling.lm_loss import token_nll
 from fangprune.modeling.models import decoder_layers, roles
 from fangprune.recovery.losses import LossWeights, recovery_loss
 
@@ -108,17 +109,18 @@ def projection_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def heldout_nll(model: nn.Module, windows: torch.Tensor, device: torch.device, batch_size: int, amp: bool) -> float:
-    """Mean next-token NLL of ``model`` over the held-out windows."""
+    """Mean next-token NLL of ``model`` over the held-out windows (the LM head in chunks, as the evaluations; a
+    LoRA student is scored through its base model, whose layers carry the adapters)."""
     was = model.training
     model.eval()
+    scored = model.get_base_model() if hasattr(model, "get_base_model") else model
     total, count = 0.0, 0
     for i in range(0, windows.shape[0], batch_size):
         ids = windows[i : i + batch_size].to(device)
         with _autocast(device, amp):
-            logits = model(ids).logits
-        logits = logits[:, :-1].float()
-        total += float(nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum"))
-        count += ids[:, 1:].numel()
+            nll = token_nll(scored, ids)
+        total += float(nll.double().sum())
+        count += nll.numel()
     model.train(was)
     return total / count
 
