@@ -138,13 +138,14 @@ RESUME_SCRIPT = textwrap.dedent("""
     from fangprune.recovery.distill import TrainSpec, distill
     student, teacher = _pair()
     spec = TrainSpec(tokens=6 * 2 * 16, batch_size=2, seqlen=16, lr=1e-3, save_every=2, eval_every=2)
-    kill_at = int(sys.argv[2])
+    kill_at, ran = int(sys.argv[2]), []
     def on_step(step):
+        ran.append(step)
         if step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     curve = distill(student, teacher, random_windows(5, 16), random_windows(2, 16, seed=9), spec,
                     torch.device("cpu"), sys.argv[1], on_step)
-    torch.save({{"weights": student.state_dict(), "curve": curve}}, sys.argv[3])
+    torch.save({{"weights": student.state_dict(), "curve": curve, "ran": ran}}, sys.argv[3])
 """)
 
 
@@ -167,6 +168,8 @@ def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_weights(tmp_path):
     for name, value in straight["weights"].items():
         assert torch.equal(resumed["weights"][name], value), name
     assert resumed["curve"] == straight["curve"]
+    # on_step sees only the steps a process runs (recovery.run's tokens_per_s_last_run counts them)
+    assert resumed["ran"] == [5, 6] and straight["ran"] == [1, 2, 3, 4, 5, 6]
 
 
 def _config(tmp_path, **recovery):

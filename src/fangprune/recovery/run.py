@@ -53,8 +53,15 @@ def recover(student: nn.Module, teacher: nn.Module, student_tok, teacher_tok, da
     cfg = settings.get("lora")
     model = lora.add_adapters(student, cfg["rank"], cfg["alpha"], cfg["targets"], cfg["dropout"]) if cfg else student
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ran: list[int] = []  # the steps this process ran (a resumed job skips the saved ones)
+
+    def step_done(step: int) -> None:
+        ran.append(step)
+        if on_step is not None:
+            on_step(step)
+
     start = time.perf_counter()
-    curve = distill(model, teacher, data["train"], data["heldout"], spec, device, state_path, on_step)
+    curve = distill(model, teacher, data["train"], data["heldout"], spec, device, state_path, step_done)
     wall = time.perf_counter() - start
     if cfg:
         model = lora.merge(model)
@@ -63,7 +70,8 @@ def recover(student: nn.Module, teacher: nn.Module, student_tok, teacher_tok, da
         "steps": spec.steps, "trainable_params": trainable, "lora": cfg, "loss": settings["loss"], "lr": spec.lr,
         "batch_size": spec.batch_size, "seqlen": spec.seqlen, "heldout_ppl_before": curve[0]["heldout_ppl"],
         "heldout_ppl_after": curve[-1]["heldout_ppl"], "train_wall_s": round(wall, 1),
-        "tokens_per_s_last_run": round(spec.steps * spec.batch_size * spec.seqlen / wall, 1) if wall else None,
+        "steps_last_run": len(ran),
+        "tokens_per_s_last_run": round(len(ran) * spec.batch_size * spec.seqlen / wall, 1) if wall and ran else None,
     }
     log.info("recovered: %s", summary)
     return Recovered(model, curve, summary)
