@@ -75,3 +75,26 @@ def test_samples_gold_loglik_and_deltas_from_evaluation_files():
     assert deltas["delta_ppl_wikitext2"]["value"] == pytest.approx(math.exp(2.95) - math.exp(3.1))
     assert deltas["delta_boolq"]["value"] == pytest.approx(0.5) and deltas["delta_boolq"]["reference"] == "obc"
     assert deltas["delta_boolq/gold_loglik"]["value"] == pytest.approx((-1.0 - 0.5) / 2 - (-2.0))
+
+
+def test_compare_ppl_tool_pairs_windows_of_two_checkpoints(tmp_path):
+    """tools/compare_ppl.py on a run directory holding two perplexity files: the difference of exp(mean NLL)
+    and its paired interval (identical files: 0, unresolved)."""
+    import json
+    import math
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    base = tmp_path / "results" / "eval" / "ppl" / "wikitext2" / "m"
+    (base / "a").mkdir(parents=True)
+    nll_a, nll_b = [3.0, 3.2, 3.1, 2.9], [3.5, 3.6, 3.4, 3.7]
+    (base / "a" / "sp0.40.json").write_text(json.dumps({"ppl": math.exp(3.05), "window_nll": nll_a}))
+    (base / "dense.json").write_text(json.dumps({"ppl": math.exp(3.55), "window_nll": nll_b}))
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "compare_ppl.py"), "--run-dir", str(tmp_path),
+                          "--model", "m", "--sparsity", "0.40", "a:dense", "a:a", "--datasets", "wikitext2"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()[2:]]
+    assert float(rows[0][5]) == pytest.approx(math.exp(3.05) - math.exp(3.55), abs=0.01)
+    assert rows[0][8] == "True" and float(rows[1][5]) == 0 and rows[1][8] == "False"
