@@ -85,7 +85,7 @@ class SquareCount(TorchDispatchMode):
 
 def test_sparsegpt_holds_two_square_matrices_and_matches_the_reference_algebra():
     """SparseGPT's H^-1 is made in place (two n x n float64 matrices at most: it and its Cholesky factor, where
-    the reference's chain holds four), with the reference's result."""
+    the reference's chain holds three), with the reference's result."""
     from fangprune.core.obs import sparsegpt_prune
 
     g = torch.Generator().manual_seed(0)

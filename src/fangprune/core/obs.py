@@ -284,7 +284,7 @@ def sparsegpt_prune(
     cols = W.shape[1]
     W[:, torch.diagonal(H) == 0] = 0.0
     # dead inputs get H_jj = 1 and the damping is added to the diagonal, as the reference; the inverse is made in
-    # its own memory, so two n x n float64 matrices live at once (it and its upper Cholesky factor), not four
+    # its own memory, so two n x n float64 matrices live at once (it and its upper Cholesky factor), not three
     Hinv = dampened_inverse(H, percdamp)
     Hinv = torch.linalg.cholesky(Hinv, upper=True)
     full_mask = torch.zeros_like(W, dtype=torch.bool)
