@@ -265,8 +265,10 @@ def _check_resources(config: dict, methods: dict) -> None:
                 raise ConfigError(
                     f"models.{model}: one {rule} job asks for {req['mem_mb']} MB of host memory (predicted from its "
                     f"shape, or its mem_mb), more than resources.max_mem_mb ({res['max_mem_mb']} MB)")
-            if res["gpu_memory_mb"] and req["gpu_mem_mb"] and config["device"] != "cpu":
-                gpus = 1 if rule in LAYERWISE else entry.get("gpus", 1)
+            if not req["gpu_mem_mb"] or config["device"] == "cpu":
+                continue
+            gpus = 1 if rule in LAYERWISE else entry.get("gpus", 1)
+            if res["gpu_memory_mb"]:
                 if req["gpu_mem_mb"] > gpus * res["gpu_memory_mb"]:
                     need = -(-req["gpu_mem_mb"] // res["gpu_memory_mb"])
                     hint = ("a decoder layer does not fit one GPU" if rule in LAYERWISE else
@@ -274,8 +276,7 @@ def _check_resources(config: dict, methods: dict) -> None:
                     raise ConfigError(
                         f"models.{model}: one {rule} job needs about {req['gpu_mem_mb']} MB of GPU memory, more than "
                         f"{gpus} GPU(s) of resources.gpu_memory_mb ({res['gpu_memory_mb']} MB); {hint}")
-            if res["gpu_constraints"] and req["gpu_mem_mb"] and config["device"] != "cpu":
-                gpus = 1 if rule in LAYERWISE else entry.get("gpus", 1)
+            if res["gpu_constraints"]:
                 if not gpu_features(req["gpu_mem_mb"], gpus, res["gpu_constraints"]):
                     raise ConfigError(
                         f"models.{model}: one {rule} job needs about {req['gpu_mem_mb']} MB of GPU memory over "
